@@ -1,0 +1,97 @@
+"""Pose files: JSON Lines, one object per frame, shared by the renderer, the subscriber,
+the synthetic generator's ground truth and the evaluator.
+
+One line::
+
+    {"stream": str, "frame": int, "pts": int | null, "capture_ns": int | null,
+     "latency_ms": float | null, "layout": str,
+     "intrinsics": {"fx", "fy", "cx", "cy"} | null,          # optional, ground truth only
+     "persons": [{"id": int, "score": float,
+                  "keypoints": [[x, y, s], ...],            # frame pixels; s = score (or visibility in ground truth)
+                  "keypoints_3d": [[X, Y, Z], ...] | null}]}  # camera millimetres
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+
+from engine.results import Poses
+
+
+@dataclass
+class PoseRecord:
+    """One frame of a pose file."""
+
+    stream: str
+    frame: int
+    layout: str
+    poses: Poses
+    pts: int | None = None
+    capture_ns: int | None = None
+    latency_ms: float | None = None
+    intrinsics: dict[str, float] | None = field(default=None)
+
+    def to_json(self) -> dict:
+        p = self.poses
+        persons = []
+        for i in range(len(p)):
+            kps = np.concatenate([p.xy[i], p.score[i][:, None]], axis=1)
+            persons.append({
+                "id": int(p.track_id[i]),
+                "score": round(float(p.person_score[i]), 4),
+                "keypoints": np.round(kps, 3).tolist(),
+                "keypoints_3d": None if p.xyz is None else np.round(p.xyz[i], 2).tolist(),
+            })
+        out = {
+            "stream": self.stream, "frame": int(self.frame), "pts": self.pts, "capture_ns": self.capture_ns,
+            "latency_ms": None if self.latency_ms is None else round(float(self.latency_ms), 3),
+            "layout": self.layout, "persons": persons,
+        }
+        if self.intrinsics is not None:
+            out["intrinsics"] = {k: float(self.intrinsics[k]) for k in ("fx", "fy", "cx", "cy")}
+        return out
+
+    @classmethod
+    def from_json(cls, obj: dict, num_joints: int | None = None) -> PoseRecord:
+        persons = obj["persons"]
+        if persons:
+            kps = np.asarray([q["keypoints"] for q in persons], np.float32).reshape(len(persons), -1, 3)
+        else:
+            if num_joints is None:
+                from models.layouts import get_layout
+
+                num_joints = get_layout(obj["layout"]).num_joints
+            kps = np.zeros((0, num_joints, 3), np.float32)
+        has_3d = bool(persons) and all(q.get("keypoints_3d") is not None for q in persons)
+        xyz = np.asarray([q["keypoints_3d"] for q in persons], np.float32).reshape(len(persons), -1, 3) if has_3d else None
+        poses = Poses(
+            layout=obj["layout"], xy=kps[..., :2].copy(), score=kps[..., 2].copy(),
+            person_score=np.asarray([q.get("score", 1.0) for q in persons], np.float32),
+            track_id=np.asarray([q.get("id", -1) for q in persons], np.int64), xyz=xyz,
+        )
+        return cls(stream=obj.get("stream", ""), frame=int(obj["frame"]), layout=obj["layout"], poses=poses,
+                   pts=obj.get("pts"), capture_ns=obj.get("capture_ns"), latency_ms=obj.get("latency_ms"),
+                   intrinsics=obj.get("intrinsics"))
+
+
+def write_record(fh: IO[str], record: PoseRecord) -> None:
+    fh.write(json.dumps(record.to_json(), separators=(",", ":")) + "\n")
+
+
+def read_pose_file(path: str | Path) -> Iterator[PoseRecord]:
+    """Records of a pose file in order; a malformed line raises ValueError naming the file and line."""
+    path = Path(path)
+    with path.open() as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                yield PoseRecord.from_json(json.loads(line))
+            except (ValueError, KeyError, TypeError) as err:
+                raise ValueError(f"{path}:{lineno}: malformed pose record ({err})") from err
