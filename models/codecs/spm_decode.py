@@ -1,0 +1,136 @@
+"""SPM / SMAP decoding on torch with static shapes (ONNX-exportable, batched, CPU/CUDA).
+
+Steps: 3x3 max-pool NMS + threshold on the root map, top-k with k = ``max_persons``, displacement reads at
+each root (averaged over a ``disp_window`` square), chaining along the layout's hierarchy, depth reads and
+chaining from the anchor, back-projection with the intrinsics. Rows past ``count`` are zero.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+
+class SPMDecoded(NamedTuple):
+    """Decoded persons, padded to P = max_persons.
+
+    Attributes:
+        xy: [B,P,K,2] input pixels.
+        score: [B,P,K] per-joint score (the person's root score).
+        person_score: [B,P] root-map value at the person's root, 0 for padded rows.
+        count: [B] int64 number of valid rows (they come first, by decreasing score).
+        xyz: [B,P,K,3] camera coordinates in mm, or None without a depth output.
+    """
+
+    xy: torch.Tensor
+    score: torch.Tensor
+    person_score: torch.Tensor
+    count: torch.Tensor
+    xyz: torch.Tensor | None
+
+
+def _check_outputs(codec, outputs: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    (w, h), k = codec.params.map_size, codec.layout.num_joints
+    shapes = {"root": 1, "disp": 2 * k, "depth": k}
+    for name, channels in shapes.items():
+        value = outputs.get(name)
+        if value is None and name == "depth":
+            continue
+        if not isinstance(value, torch.Tensor) or value.dim() != 4 or tuple(value.shape[1:]) != (channels, h, w):
+            got = list(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise ValueError(f"outputs[{name!r}] must be a torch tensor [B,{channels},{h},{w}], got {got}")
+    return outputs["root"], outputs["disp"], outputs.get("depth")
+
+
+def find_roots(root: torch.Tensor, max_persons: int, threshold: float):
+    """Peaks of root maps [B,1,H,W]: (score [B,P] zero past the peaks, x [B,P], y [B,P] int64)."""
+    w = root.shape[3]
+    peaks = torch.where((root == F.max_pool2d(root, 3, stride=1, padding=1)) & (root >= threshold),
+                        root, torch.zeros_like(root))
+    score, idx = peaks.flatten(1).topk(max_persons, dim=1)
+    return score, idx % w, torch.div(idx, w, rounding_mode="floor")
+
+
+def _window_mean(maps: torch.Tensor, x: torch.Tensor, y: torch.Tensor, window: int, base: torch.Tensor | None):
+    """Mean over a window of reads of maps [B,C,H,W] at (x, y) [B,P]: [B,P,C].
+
+    With ``base`` [C//2] (1 where a channel pair is relative to the read pixel), the pixel (x, y) is added to those
+    channel pairs before averaging, so absolute positions are averaged.
+    """
+    b, c, h, w = maps.shape
+    flat = maps.flatten(2)
+    total = None
+    r = window // 2
+    for oy in range(-r, r + 1):
+        for ox in range(-r, r + 1):
+            qx, qy = (x + ox).clamp(0, w - 1), (y + oy).clamp(0, h - 1)
+            read = torch.gather(flat, 2, (qy * w + qx).unsqueeze(1).expand(-1, c, -1)).transpose(1, 2)
+            if base is not None:
+                q = torch.stack([qx, qy], dim=-1).to(maps.dtype)  # [B,P,2]
+                read = read + (q[:, :, None, :] * base[None, None, :, None]).flatten(2)
+            total = read if total is None else total + read
+    return total / float(window * window)
+
+
+def _chain(values: torch.Tensor, parents: tuple[int, ...], levels: tuple[int, ...], skip: tuple[bool, ...]):
+    """Add each joint's parent value, parents first: values [B,P,K,D] -> [B,P,K,D] (joints in ``skip`` kept)."""
+    parent_index = torch.tensor(parents, device=values.device)
+    for level in sorted(set(levels)):
+        todo = [lv == level and not s for lv, s in zip(levels, skip)]
+        if not any(todo):
+            continue
+        mask = torch.tensor(todo, device=values.device)[:, None]
+        values = torch.where(mask, values[:, :, parent_index] + values, values)
+    return values
+
+
+def _intrinsics(codec, intrinsics: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    b = like.shape[0]
+    if intrinsics is None:
+        return torch.tensor(codec.default_intrinsics(), dtype=like.dtype, device=like.device).expand(b, 4)
+    if not isinstance(intrinsics, torch.Tensor) or intrinsics.dim() != 2 or intrinsics.shape[1] != 4:
+        got = list(intrinsics.shape) if isinstance(intrinsics, torch.Tensor) else type(intrinsics).__name__
+        raise ValueError(f"intrinsics must be a torch tensor [B,4] (fx, fy, cx, cy), got {got}")
+    return intrinsics.to(like.dtype)
+
+
+def decode_spm(codec, outputs: dict, intrinsics: torch.Tensor | None = None) -> SPMDecoded:
+    """Decode SPM outputs.
+
+    Args:
+        codec: the SPMCodec that made the targets.
+        outputs: {"root" [B,1,H,W], "disp" [B,2K,H,W], optional "depth" [B,K,H,W]}.
+        intrinsics: [B,4] (fx, fy, cx, cy) in input pixels, or None for the codec's defaults.
+    Returns:
+        SPMDecoded with static shapes (P = max_persons).
+    """
+    p, lay = codec.params, codec.layout
+    root, disp, depth = _check_outputs(codec, outputs)
+    b, k = root.shape[0], lay.num_joints
+    pscore, x, y = find_roots(root, p.max_persons, p.root_threshold)
+    valid = (pscore > 0).to(root.dtype)  # [B,P]
+    from_root = torch.tensor(codec.from_root, dtype=disp.dtype, device=disp.device)
+    est = _window_mean(disp * p.z, x, y, p.disp_window, from_root).reshape(b, -1, k, 2)  # map px
+    xy = _chain(est, codec.disp_parent, lay.levels, codec.from_root)
+    xy = ((xy + 0.5) * p.stride - 0.5) * valid[:, :, None, None]
+    person_score = pscore * valid
+    score = person_score[:, :, None].expand(-1, -1, k)
+    xyz = None
+    if depth is not None:
+        cam = _intrinsics(codec, intrinsics, depth)
+        fx, fy, cx, cy = (cam[:, i, None, None] for i in range(4))
+        rel = _window_mean(depth, x, y, p.disp_window, None)  # [B,P,K]
+        anchor = torch.tensor([j == codec.anchor for j in range(k)], device=depth.device)
+        zs = torch.where(anchor, rel * fx, rel * p.depth_scale)[..., None]
+        skip = tuple(j == codec.anchor for j in range(k))
+        zs = _chain(zs, codec.depth_parent, _depth_levels(codec), skip)[..., 0]
+        xyz = torch.stack([(xy[..., 0] - cx) * zs / fx, (xy[..., 1] - cy) * zs / fy, zs], dim=-1)
+        xyz = xyz * valid[:, :, None, None]
+    return SPMDecoded(xy=xy, score=score, person_score=person_score, count=(pscore > 0).sum(dim=1), xyz=xyz)
+
+
+def _depth_levels(codec) -> tuple[int, ...]:
+    """Depth-chain levels: the anchor first (1), then the layout's levels (root-level joints hang on the anchor)."""
+    return tuple(1 if j == codec.anchor else lv for j, lv in enumerate(codec.layout.levels))

@@ -1,0 +1,179 @@
+"""SPM / SMAP codec: encode -> decode recovers random scenes; masks; numpy/torch; ONNX export."""
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from models.codecs import SPMCodec, SPMParams
+from models.layouts import get_layout
+
+INPUT = (320, 256)  # 80 x 64 output map at stride 4
+
+
+def _scene(codec, n, seed, intrinsics):
+    """n persons with roots on a 5x4 grid of 64-px cells (jittered), joints anywhere nearby, depths 2-6 m.
+
+    Returns keypoints [n,K,2] input px and xyz [n,K,3] mm consistent with the intrinsics.
+    """
+    rng = np.random.default_rng(seed)
+    lay = codec.layout
+    cells = rng.permutation(20)[:n]
+    roots = np.stack([cells % 5 * 64 + 32, cells // 5 * 64 + 32], axis=-1) + rng.uniform(-8, 8, (n, 2))
+    kp = roots[:, None] + rng.uniform(-60, 60, (n, lay.num_joints, 2))
+    shift = roots - kp[:, list(lay.root_joints)].mean(axis=1)
+    kp += shift[:, None]  # the root point (mean of the root joints) sits exactly on the grid root
+    z = rng.uniform(2000, 6000, (n, 1)) + rng.uniform(-400, 400, (n, lay.num_joints))
+    fx, fy, cx, cy = intrinsics
+    xyz = np.stack([(kp[..., 0] - cx) * z / fx, (kp[..., 1] - cy) * z / fy, z], axis=-1)
+    return kp, xyz, roots
+
+
+def _match(decoded_xy, count, truth_roots, codec):
+    """Index of the decoded person for each true person (nearest decoded root point)."""
+    lay = codec.layout
+    pred_roots = decoded_xy[:count][:, list(lay.root_joints)].mean(axis=1)
+    return np.array([np.argmin(np.linalg.norm(pred_roots - r, axis=-1)) for r in truth_roots])
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 20), seed=st.integers(0, 2**31 - 1), hierarchical=st.booleans(),
+       layout=st.sampled_from(["coco17", "panoptic19", "mpii16"]), window=st.sampled_from([1, 3]),
+       known_intrinsics=st.booleans())
+def test_encode_decode_recovers_every_person(n, seed, hierarchical, layout, window, known_intrinsics):
+    codec = SPMCodec(SPMParams(INPUT, layout=layout, hierarchical=hierarchical, disp_window=window))
+    intr = (400.0, 420.0, 150.0, 140.0) if known_intrinsics else codec.default_intrinsics()
+    kp, xyz, roots = _scene(codec, n, seed, intr)
+    targets = codec.encode(kp, np.ones(kp.shape[:2]), xyz, intrinsics=intr if known_intrinsics else None)
+    outputs = {name: torch.from_numpy(targets[name])[None] for name in ("root", "disp", "depth")}
+    decoded = codec.decode(outputs, torch.tensor([intr]) if known_intrinsics else None)
+    assert decoded.count.tolist() == [n]
+    assert decoded.xy.shape == (1, 20, codec.layout.num_joints, 2)
+    xy, xyz_pred = decoded.xy[0].numpy(), decoded.xyz[0].numpy()
+    order = _match(xy, n, roots, codec)
+    assert len(set(order.tolist())) == n
+    assert np.abs(xy[order] - kp).max() <= 0.5
+    assert np.abs(xyz_pred[order, :, 2] / xyz[..., 2] - 1).max() <= 0.01
+    assert np.all(decoded.person_score[0, :n].numpy() > 0.9) and not decoded.person_score[0, n:].any()
+    assert not decoded.xy[0, n:].any() and not decoded.xyz[0, n:].any()
+
+
+def test_empty_scene_gives_zero_persons():
+    codec = SPMCodec(SPMParams(INPUT, layout="coco17"))
+    targets = codec.encode(np.zeros((0, 17, 2)), np.zeros((0, 17)))
+    assert not any(v.any() for v in targets.values())
+    decoded = codec.decode({name: torch.from_numpy(targets[name])[None] for name in ("root", "disp")})
+    assert decoded.count.tolist() == [0] and decoded.xyz is None
+    assert not decoded.xy.any() and not decoded.person_score.any()
+
+
+def test_numpy_and_torch_encode_agree():
+    codec = SPMCodec(SPMParams(INPUT, layout="panoptic19", hierarchical=True))
+    kp, xyz, _ = _scene(codec, 6, 7, codec.default_intrinsics())
+    vis = (np.random.default_rng(1).uniform(size=kp.shape[:2]) > 0.2).astype(np.float64)
+    a = codec.encode(kp, vis, xyz)
+    b = codec.encode(torch.from_numpy(kp), torch.from_numpy(vis), torch.from_numpy(xyz))
+    for name, value in a.items():
+        assert isinstance(value, np.ndarray) and value.dtype == np.float32
+        assert isinstance(b[name], torch.Tensor)
+        np.testing.assert_array_equal(b[name].numpy(), value, err_msg=name)
+
+
+def test_masks_follow_visibility_and_hierarchy():
+    codec = SPMCodec(SPMParams(INPUT, layout="mpii16", hierarchical=True))
+    lay = get_layout("mpii16")
+    kp, xyz, roots = _scene(codec, 2, 3, codec.default_intrinsics())
+    vis = np.ones((2, 16))
+    knee = 4  # l_knee, parent l_hip (3); child l_ankle (5)
+    vis[0, 3] = 0
+    t = codec.encode(kp, vis, xyz)
+    rx, ry = np.round((roots[0] + 0.5) / 4 - 0.5).astype(int)
+    on = t["disp_mask"][:, ry, rx].reshape(16, 2)[:, 0]
+    assert on[3] == 0 and on[knee] == 0 and on[5] == 1  # l_hip unlabelled: it and its child lose labels
+    assert t["depth_mask"][3, ry, rx] == 0 and t["depth_mask"][knee, ry, rx] == 0
+    # Labels only within disp_radius of a root; everything masked is zero.
+    assert t["disp_mask"].sum(axis=0).max() > 0 and not t["disp"][t["disp_mask"] == 0].any()
+    far = t["disp_mask"][:, 0, 0].any() or t["disp_mask"][:, -1, -1].any()
+    assert not far
+    # Hierarchical channel of l_ankle holds (ankle - knee) / Z at the root of the second person.
+    rx, ry = np.round((roots[1] + 0.5) / 4 - 0.5).astype(int)
+    ankle = t["disp"][10:12, ry, rx] * codec.params.z * 4
+    np.testing.assert_allclose(ankle, kp[1, 5] - kp[1, knee], atol=1e-3)
+    assert lay.parents[5] == knee
+
+
+def test_persons_without_root_are_left_out():
+    codec = SPMCodec(SPMParams(INPUT, layout="coco17"))
+    kp, _, _ = _scene(codec, 3, 4, codec.default_intrinsics())
+    vis = np.ones((3, 17))
+    vis[1, [11, 12]] = 0  # both hips unlabelled
+    t = codec.encode(kp, vis)
+    decoded = codec.decode({name: torch.from_numpy(t[name])[None] for name in ("root", "disp")})
+    assert decoded.count.tolist() == [2]
+
+
+def test_bad_inputs_raise_value_error():
+    codec = SPMCodec(SPMParams(INPUT, layout="coco17"))
+    with pytest.raises(ValueError, match="keypoints"):
+        codec.encode(np.zeros((1, 16, 2)), np.ones((1, 16)))
+    with pytest.raises(ValueError, match="visibility"):
+        codec.encode(np.zeros((1, 17, 2)), np.ones((2, 17)))
+    with pytest.raises(ValueError, match="disp"):
+        codec.decode({"root": torch.zeros(1, 1, 64, 80), "disp": torch.zeros(1, 17, 64, 80)})
+    with pytest.raises(ValueError, match="intrinsics"):
+        codec.decode({"root": torch.zeros(1, 1, 64, 80), "disp": torch.zeros(1, 34, 64, 80),
+                      "depth": torch.zeros(1, 17, 64, 80)}, intrinsics=torch.zeros(4))
+    with pytest.raises(ValueError, match="divisible"):
+        SPMParams((321, 256))
+    with pytest.raises(ValueError, match="layout"):
+        SPMParams(INPUT, layout="coco18")
+
+
+class _Decode(torch.nn.Module):
+    def __init__(self, codec):
+        super().__init__()
+        self.codec = codec
+
+    def forward(self, root, disp, depth, intrinsics):
+        d = self.codec.decode({"root": root, "disp": disp, "depth": depth}, intrinsics)
+        return d.xy, d.score, d.person_score, d.count, d.xyz
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::torch.jit.TracerWarning")
+def test_decode_exports_to_onnx_with_dynamic_batch():
+    ort = pytest.importorskip("onnxruntime")
+    codec = SPMCodec(SPMParams(INPUT, layout="panoptic19", hierarchical=True, disp_window=3))
+    batch, cams = [], []
+    for seed in range(3):
+        intr = (380.0 + seed, 390.0, 160.0, 128.0)
+        kp, xyz, _ = _scene(codec, 2 + seed, seed, intr)
+        batch.append(codec.encode(kp, np.ones(kp.shape[:2]), xyz, intrinsics=intr))
+        cams.append(intr)
+    inputs = {name: torch.from_numpy(np.stack([t[name] for t in batch])) for name in ("root", "disp", "depth")}
+    inputs["intrinsics"] = torch.tensor(cams, dtype=torch.float32)
+    names = list(inputs)
+    buf = io.BytesIO()
+    torch.onnx.export(_Decode(codec), tuple(v[:2] for v in inputs.values()), buf, dynamo=False, opset_version=17,
+                      input_names=names, output_names=["xy", "score", "person_score", "count", "xyz"],
+                      dynamic_axes={name: {0: "batch"} for name in names})
+    session = ort.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"])
+    got = session.run(None, {name: v.numpy() for name, v in inputs.items()})
+    want = _Decode(codec)(*inputs.values())
+    assert got[0].shape == (3, 20, 19, 2)
+    np.testing.assert_array_equal(got[3], [2, 3, 4])
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w.numpy(), rtol=1e-5, atol=1e-3)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_decode_on_cuda_matches_cpu():
+    codec = SPMCodec(SPMParams(INPUT, layout="coco17", hierarchical=True))
+    kp, xyz, _ = _scene(codec, 5, 2, codec.default_intrinsics())
+    t = codec.encode(kp, np.ones(kp.shape[:2]), xyz)
+    cpu = codec.decode({name: torch.from_numpy(t[name])[None] for name in ("root", "disp", "depth")})
+    gpu = codec.decode({name: torch.from_numpy(t[name])[None].cuda() for name in ("root", "disp", "depth")})
+    np.testing.assert_allclose(gpu.xy.cpu().numpy(), cpu.xy.numpy(), atol=1e-3)
+    np.testing.assert_allclose(gpu.xyz.cpu().numpy(), cpu.xyz.numpy(), rtol=1e-5, atol=1e-2)
