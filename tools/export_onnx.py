@@ -1,0 +1,208 @@
+"""Export a posestream network to ONNX, write its manifest beside it and check it against PyTorch.
+
+    python -m tools.export_onnx CHECKPOINT.safetensors -o model.onnx [--with-decode] [--opset 17]
+    python -m tools.export_onnx --model spm_small -o spm_small.onnx      # random weights, for benchmarks
+
+Graph inputs: ``input`` float32 [B, 3, H, W] (RGB normalised by the manifest's mean/std; B is dynamic)
+and, for SPM graphs with ``--with-decode``, ``intrinsics`` float32 [B, 4] (fx, fy, cx, cy in input pixels).
+Graph outputs: the raw maps (``heatmaps`` or ``root``, ``disp``, ``depth``), or with ``--with-decode`` the
+decoded keypoints in input pixels: hourglass ``xy`` [B, K, 2], ``score`` [B, K] (DARK); SPM ``xy``
+[B, P, K, 2], ``score`` [B, P, K], ``person_score`` [B, P], ``count`` [B], ``xyz`` [B, P, K, 3] (mm).
+
+After export, ONNX Runtime runs the file on a batch of synthetic images (a batch size other than the
+traced one, to exercise the dynamic batch) and compares with PyTorch: maps within 1e-4 (plus 1e-4
+relative), keypoints within 0.1 px. The result is printed; a failure exits with status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+MAP_TOL = 1e-4
+PX_TOL = 0.1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m tools.export_onnx", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoint", nargs="?", help="checkpoint .safetensors (manifest .json beside it)")
+    p.add_argument("--model", help="factory name from models.MODELS: export random weights (benchmarks only)")
+    p.add_argument("-o", "--output", required=True, help="output .onnx path; the manifest goes to the same name .json")
+    p.add_argument("--with-decode", action="store_true", help="put the codec's decoding into the graph")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 17; default 17)")
+    p.add_argument("--verify-batch", type=int, default=3, help="batch size of the ONNX Runtime check (default 3)")
+    return p
+
+
+def load_source(args) -> tuple[object, dict]:
+    """(model in eval mode, provenance for the manifest) from a checkpoint or a bare factory name."""
+    from models import build_model
+    from models.checkpoint import load_checkpoint, read_manifest
+
+    if bool(args.checkpoint) == bool(args.model):
+        raise ValueError("give exactly one of CHECKPOINT or --model NAME")
+    if args.model:
+        print(f"export_onnx: {args.model}: RANDOM WEIGHTS (no checkpoint given); for benchmarks and plumbing only")
+        return build_model(args.model).eval(), {"weights": "random", "source": f"random:{args.model}"}
+    model = load_checkpoint(args.checkpoint)
+    provenance = dict(read_manifest(args.checkpoint).get("provenance", {}))
+    provenance["source"] = str(Path(args.checkpoint).resolve())
+    return model, provenance
+
+
+def export_graph(model, with_decode: bool):
+    """The module that is traced: the network's last stage (``infer``), optionally followed by decoding."""
+    import torch
+
+    config = model.config
+
+    class Graph(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+            self.codec = None
+            if with_decode:
+                self.codec = config.heatmap_codec() if config.arch == "hourglass" else config.spm_codec()
+
+        def forward(self, x, intrinsics=None):
+            maps = self.model.infer(x)
+            if self.codec is None:
+                return tuple(maps.values())
+            if config.arch == "hourglass":
+                return self.codec.decode(maps["heatmaps"], method="dark")
+            out = self.codec.decode(maps, intrinsics)
+            return out.xy, out.score, out.person_score, out.count, out.xyz
+
+    return Graph().eval()
+
+
+def io_names(config, with_decode: bool) -> tuple[list[str], list[str]]:
+    """(input names, output names) of the exported graph."""
+    if not with_decode:
+        outputs = ["heatmaps"] if config.arch == "hourglass" else ["root", "disp", "depth"]
+        return ["input"], outputs
+    if config.arch == "hourglass":
+        return ["input"], ["xy", "score"]
+    return ["input", "intrinsics"], ["xy", "score", "person_score", "count", "xyz"]
+
+
+def sample_inputs(config, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Synthetic RGB images (gradients, ellipses, noise), normalised: ``{"input": [B,3,H,W], "intrinsics": [B,4]}``."""
+    import cv2
+
+    w, h = config.input_size
+    rng = np.random.default_rng(seed)
+    images = []
+    for _ in range(batch):
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        base = rng.uniform(40, 200, 3) + rng.uniform(-60, 60, 3) * (xx / w)[..., None] + rng.uniform(-60, 60, 3) * (
+            yy / h)[..., None]
+        img = np.ascontiguousarray(base.astype(np.uint8))
+        for _ in range(6):
+            center = (int(rng.integers(0, w)), int(rng.integers(0, h)))
+            axes = (int(rng.integers(4, w // 4 + 5)), int(rng.integers(4, h // 3 + 5)))
+            color = tuple(int(c) for c in rng.integers(0, 256, 3))
+            cv2.ellipse(img, center, axes, float(rng.uniform(0, 180)), 0, 360, color, -1)
+        img = np.clip(img + rng.normal(0, 6, img.shape), 0, 255)
+        images.append((img - np.float32(config.mean)) / np.float32(config.std))
+    x = np.stack(images).transpose(0, 3, 1, 2).astype(np.float32)
+    f = float(w)
+    intrinsics = np.tile(np.float32([f, f, (w - 1) / 2, (h - 1) / 2]), (batch, 1))
+    return {"input": np.ascontiguousarray(x), "intrinsics": intrinsics}
+
+
+def export(graph, path: Path, inputs: list[str], outputs: list[str], opset: int) -> None:
+    """TorchScript-based ONNX export (fast and predictable for these static-shape graphs), dynamic batch."""
+    import torch
+
+    config = graph.model.config
+    example = sample_inputs(config, 2)
+    args = tuple(torch.from_numpy(example[name]) for name in inputs)
+    axes = {name: {0: "batch"} for name in inputs + outputs}
+    with torch.no_grad(), warnings.catch_warnings():
+        # The legacy exporter is deprecated (still supported) and the codecs' shape checks trace as
+        # constants; verify() then runs a different batch size through ONNX Runtime, so both are safe here.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        torch.onnx.export(graph, args, str(path), input_names=inputs, output_names=outputs, opset_version=opset,
+                          dynamic_axes=axes, dynamo=False, do_constant_folding=True)
+    graph.eval()  # the exporter restores the wrapper's mode; keep everything in eval
+
+
+def compare(name: str, ref: np.ndarray, got: np.ndarray, with_decode: bool) -> tuple[float, float, bool]:
+    """(max difference, tolerance, ok) for one output; keypoints in px, xyz in mm, the rest as maps."""
+    if ref.shape != got.shape:
+        return float("inf"), 0.0, False
+    if ref.dtype.kind in "iu" or got.dtype.kind in "iu":
+        diff = float(np.abs(ref.astype(np.int64) - got.astype(np.int64)).max(initial=0))
+        return diff, 0.0, diff == 0
+    if not np.array_equal(np.isfinite(ref), np.isfinite(got)):
+        return float("nan"), 0.0, False
+    finite = np.isfinite(ref)
+    diff = float(np.abs(ref[finite] - got[finite]).max(initial=0.0))
+    scale = float(np.abs(ref[finite]).max(initial=0.0))
+    if with_decode and name == "xy":
+        tol = PX_TOL
+    elif name == "xyz":
+        tol = max(1.0, 1e-3 * scale)
+    else:
+        tol = MAP_TOL * max(1.0, scale)
+    return diff, tol, diff <= tol
+
+
+def verify(graph, path: Path, inputs: list[str], outputs: list[str], batch: int, with_decode: bool) -> bool:
+    """Run ONNX Runtime and PyTorch on the same synthetic batch; print one line per output; True if all agree."""
+    import onnxruntime as ort
+    import torch
+
+    feed = {k: v for k, v in sample_inputs(graph.model.config, batch, seed=1).items() if k in inputs}
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(outputs, feed)
+    with torch.no_grad():
+        ref = graph(*(torch.from_numpy(feed[name]) for name in inputs))
+    ok = True
+    for name, r, g in zip(outputs, ref, got):
+        diff, tol, good = compare(name, r.numpy(), np.asarray(g), with_decode)
+        ok &= good
+        print(f"export_onnx: verify {name} {list(g.shape)}: max |onnxruntime - torch| = {diff:.3g} "
+              f"(tolerance {tol:.3g}) {'ok' if good else 'FAILED'}")
+    if "count" in outputs:  # an all-empty decode would agree trivially: show what was compared
+        print(f"export_onnx: persons decoded per image: {np.asarray(got[outputs.index('count')]).tolist()}")
+    return ok
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from models.checkpoint import build_manifest, write_manifest
+
+    if args.opset < 17:
+        print(f"export_onnx: --opset must be >= 17, got {args.opset}", file=sys.stderr)
+        return 2
+    try:
+        model, provenance = load_source(args)
+    except ValueError as err:
+        print(f"export_onnx: {err}", file=sys.stderr)
+        return 2
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    graph = export_graph(model, args.with_decode)
+    inputs, outputs = io_names(model.config, args.with_decode)
+    export(graph, out, inputs, outputs, args.opset)
+    ok = verify(graph, out, inputs, outputs, args.verify_batch, args.with_decode)
+    info = {"inputs": inputs, "outputs": outputs, "with_decode": args.with_decode, "opset": args.opset,
+            "dynamic_batch": True, "verified": ok}
+    manifest = write_manifest(out, build_manifest(model.config, "onnx", provenance, export=info))
+    print(f"export_onnx: wrote {out} and {manifest}")
+    if not ok:
+        print(f"export_onnx: FAILED: ONNX Runtime disagrees with PyTorch for {out}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
