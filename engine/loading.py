@@ -1,0 +1,177 @@
+"""Model specs -> a loaded model description, and ``make_backend`` choosing the backend.
+
+Specs (docs/interfaces.md): ``NAME`` (zoo model ``models/zoo/NAME.safetensors`` + ``.json``),
+``PATH.safetensors`` (checkpoint + manifest beside it), ``PATH.onnx`` (manifest ``PATH.json`` beside it),
+``PATH.engine`` (TensorRT plan + manifest), ``random:NAME`` (``models.build_model(NAME)``, random weights:
+warns), or a ``torch.nn.Module`` with ``.config`` (a ``ModelConfig``) for code that built its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import models
+from engine.backends import OnnxRuntimeBackend, TensorRTBackend, TorchBackend
+from models.checkpoint import load_checkpoint, manifest_config, read_manifest
+from models.config import ModelConfig
+
+BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
+
+
+@dataclass
+class LoadedModel:
+    """What a spec resolved to: ``kind`` is "module" (torch weights in ``module``), "onnx" or "tensorrt"."""
+
+    model_id: str
+    config: ModelConfig
+    kind: str
+    module: nn.Module | None = None
+    path: Path | None = None
+    manifest: dict = field(default_factory=dict)
+
+
+def zoo_dir() -> Path:
+    return Path(models.__file__).resolve().parent / "zoo"
+
+
+def resolve_model(spec: str | nn.Module, **overrides) -> LoadedModel:
+    """Load ``spec``; ``overrides`` (``random:`` only) go to ``models.build_model``."""
+    if isinstance(spec, nn.Module):
+        config = getattr(spec, "config", None)
+        if not isinstance(config, ModelConfig):
+            raise ValueError("model: a torch module given as the model needs a .config (ModelConfig)")
+        return LoadedModel(f"module:{config.name}", config, "module", module=spec.eval())
+    if not isinstance(spec, str) or not spec:
+        raise ValueError(f"model: expected a model spec string, got {spec!r}")
+    if overrides and not spec.startswith("random:"):
+        raise ValueError(f"model {spec!r}: overrides only apply to random:NAME specs")
+    if spec.startswith("random:"):
+        name = spec.split(":", 1)[1]
+        warnings.warn(f"model {spec}: random weights (for plumbing and benchmarks only)", stacklevel=3)
+        module = models.build_model(name, **overrides).eval()
+        return LoadedModel(spec, module.config, "module", module=module)
+    path = Path(spec)
+    suffix = path.suffix.lower()
+    if suffix in (".onnx", ".engine", ".plan"):
+        if not path.is_file():
+            raise ValueError(f"model {spec!r}: file not found")
+        manifest = read_manifest(path)
+        kind = "onnx" if suffix == ".onnx" else "tensorrt"
+        return LoadedModel(f"{path.stem}", manifest_config(manifest, path), kind, path=path, manifest=manifest)
+    if suffix != ".safetensors":
+        path = zoo_dir() / f"{spec}.safetensors"
+        if not path.is_file():
+            known = sorted(p.stem for p in zoo_dir().glob("*.safetensors")) if zoo_dir().is_dir() else []
+            raise ValueError(f"model {spec!r}: not a zoo model (known: {', '.join(known) or 'none'}), nor a "
+                             ".safetensors/.onnx/.engine path, nor random:NAME")
+    if not path.is_file():
+        raise ValueError(f"model {spec!r}: file not found")
+    module = load_checkpoint(path).eval()
+    return LoadedModel(path.stem, module.config, "module", module=module, path=path, manifest=read_manifest(path))
+
+
+class _Outputs(nn.Module):
+    """Export wrapper: ``infer`` dict -> tuple in a fixed key order."""
+
+    def __init__(self, model: nn.Module, keys: tuple[str, ...]) -> None:
+        super().__init__()
+        self.model, self.keys = model, keys
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = self.model.infer(x)
+        return tuple(out[k] for k in self.keys)
+
+
+def weights_digest(module: nn.Module) -> str:
+    """Short sha256 of the module's config and weights (ONNX cache key)."""
+    h = hashlib.sha256(repr(module.config).encode())
+    for name, tensor in module.state_dict().items():
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def export_onnx(module: nn.Module, path: Path) -> Path:
+    """Export ``module.infer`` (float32, dynamic batch, opset 17) to ``path``; outputs named by infer's keys."""
+    module = module.eval().float().cpu()
+    w, h = module.config.input_size
+    x = torch.zeros(2, 3, h, w)  # batch 2: exporters specialise a dimension of size 1
+    with torch.inference_mode():
+        keys = tuple(module.infer(x))
+    wrapper = _Outputs(module, keys).eval()  # eval: export restores the wrapper's training flag on the module
+    tmp = path.with_suffix(".onnx.tmp")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    axes = {"input": {0: "batch"}, **{k: {0: "batch"} for k in keys}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:  # the TorchScript exporter: fast, and its graphs run on ONNX Runtime and TensorRT alike
+            torch.onnx.export(wrapper, (x,), str(tmp), input_names=["input"], output_names=list(keys),
+                              dynamic_axes=axes, opset_version=17, dynamo=False)
+        except TypeError:  # a torch without it
+            shapes = {"x": {0: torch.export.Dim("batch", max=4096)}}
+            torch.onnx.export(wrapper, (x,), str(tmp), input_names=["input"], output_names=list(keys),
+                              dynamic_shapes=shapes, opset_version=18, dynamo=True)
+    os.replace(tmp, path)
+    return path
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("POSESTREAM_CACHE", Path.home() / ".cache" / "posestream"))
+
+
+def onnx_for(loaded: LoadedModel, cache_dir: Path | None) -> Path:
+    """The ONNX file of ``loaded``: its own, or an export cached under ``cache_dir/onnx``."""
+    if loaded.kind == "onnx":
+        return loaded.path
+    if loaded.module is None:
+        raise ValueError(f"model {loaded.model_id}: a TensorRT plan cannot run on onnxruntime")
+    path = Path(cache_dir or default_cache_dir()) / "onnx" / f"{loaded.config.name}-{weights_digest(loaded.module)}.onnx"
+    return path if path.is_file() else export_onnx(loaded.module, path)
+
+
+def _tensorrt_usable() -> bool:
+    if not torch.cuda.is_available():
+        return False
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def make_backend(loaded: LoadedModel, backend: str = "auto", device: str | torch.device | None = None, *,
+                 max_batch: int = 8, cache_dir: Path | None = None, **torch_options):
+    """The backend for ``loaded``.
+
+    ``auto``: a TensorRT plan when given and usable, else torch on CUDA, else ONNX Runtime on CPU (the given
+    .onnx, or an export in ``cache_dir``). ``device``: None picks CUDA when available; torch_options go to
+    ``TorchBackend`` (fp16, cuda_graphs, compile).
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if backend == "auto":
+        if loaded.kind == "tensorrt":
+            backend = "tensorrt"
+        elif loaded.module is not None and dev.type == "cuda":
+            backend = "torch"
+        else:
+            backend = "onnxruntime"
+    if backend == "tensorrt":
+        if loaded.kind != "tensorrt":
+            raise ValueError(f"model {loaded.model_id}: backend tensorrt needs a .engine plan with its manifest")
+        if not _tensorrt_usable():
+            raise ValueError("backend tensorrt: needs the tensorrt package (pip install posestream[trt]) and CUDA")
+        return TensorRTBackend(loaded.path, loaded.manifest, dev)
+    if backend == "torch":
+        if loaded.module is None:
+            raise ValueError(f"model {loaded.model_id}: backend torch needs torch weights, not a {loaded.kind} file")
+        return TorchBackend(loaded.module, dev, max_batch=max_batch, **torch_options)
+    return OnnxRuntimeBackend(onnx_for(loaded, cache_dir), dev)

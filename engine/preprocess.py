@@ -1,0 +1,117 @@
+"""Device pre-processing: uint8 HxWx3 BGR frames -> normalised float [B,3,H,W] RGB network input.
+
+Each frame is warped by its own transform (a ``models.codecs.Letterbox`` for whole frames, a
+``models.codecs.Crop`` for ROI crops; anything with a 2x3 source->destination ``.matrix``) in one
+``grid_sample`` pass over the batch, as torch ops on the backend's device. Output pixel centres are mapped
+back through the transform's exact inverse and sampled bilinearly (pixel-centre convention), so results map
+back to frame pixels with the same matrices. Outside the frame the input is black (0 before normalisation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def _full(matrix: np.ndarray) -> np.ndarray:
+    """2x3 affine -> 3x3 homogeneous (float64)."""
+    return np.vstack([np.asarray(matrix, np.float64).reshape(2, 3), [0.0, 0.0, 1.0]])
+
+
+def _normaliser(size: tuple[int, int]) -> np.ndarray:
+    """3x3 map from pixel-centre coordinates of an image of ``size`` (w, h) to grid_sample's [-1, 1]."""
+    w, h = size
+    return np.array([[2.0 / w, 0.0, 1.0 / w - 1.0], [0.0, 2.0 / h, 1.0 / h - 1.0], [0.0, 0.0, 1.0]])
+
+
+def grid_theta(matrices: Sequence[np.ndarray], canvas_size: tuple[int, int], out_size: tuple[int, int]) -> np.ndarray:
+    """affine_grid thetas [B,2,3]: normalised output coords -> normalised canvas coords, per 2x3 matrix."""
+    n_src, n_out_inv = _normaliser(canvas_size), np.linalg.inv(_normaliser(out_size))
+    return np.stack([(n_src @ np.linalg.inv(_full(m)) @ n_out_inv)[:2] for m in matrices])
+
+
+def check_frame(frame: np.ndarray, index: int) -> None:
+    """A clear error unless ``frame`` is uint8 HxWx3."""
+    if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+        desc = f"{frame.dtype} {frame.shape}" if isinstance(frame, np.ndarray) else type(frame).__name__
+        raise ValueError(f"frames[{index}] must be a uint8 HxWx3 BGR array, got {desc}")
+
+
+class Preprocessor:
+    """Warps, converts BGR->RGB and normalises a batch of frames on ``device``.
+
+    Args:
+        input_size: network input (w, h).
+        mean, std: RGB normalisation in 0-255 units (the model config's).
+        device: torch device of the backend.
+        dtype: dtype of the produced batch (float32, or float16 for fp16 backends).
+    """
+
+    def __init__(self, input_size: tuple[int, int], mean, std, device: torch.device | str = "cpu",
+                 dtype: torch.dtype = torch.float32) -> None:
+        self.input_size = tuple(int(v) for v in input_size)
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self._mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+        self._inv_std = 1.0 / torch.tensor(std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+
+    def canvas(self, frames: Sequence[np.ndarray]) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Frames stacked (zero-padded to the largest) as uint8 [B,H,W,3] on the device, and its (w, h)."""
+        for i, f in enumerate(frames):
+            check_frame(f, i)
+        h = max(f.shape[0] for f in frames)
+        w = max(f.shape[1] for f in frames)
+        same = all(f.shape[:2] == (h, w) for f in frames)
+        pin = self.device.type == "cuda"  # one copy into (cached) pinned memory, then an asynchronous upload
+        host = (torch.empty if same else torch.zeros)((len(frames), h, w, 3), dtype=torch.uint8, pin_memory=pin)
+        view = host.numpy()
+        for i, f in enumerate(frames):
+            view[i, : f.shape[0], : f.shape[1]] = f
+        return host.to(self.device, non_blocking=True), (w, h)
+
+    def __call__(self, frames: Sequence[np.ndarray], matrices: Sequence[np.ndarray],
+                 frame_index: Sequence[int] | None = None) -> torch.Tensor:
+        """Network input [N,3,H,W] (``dtype``, on ``device``) from frames and 2x3 frame->input matrices.
+
+        Without ``frame_index`` there is one matrix per frame (N = len(frames)). With it, matrix ``i`` warps
+        ``frames[frame_index[i]]`` (several crops of one frame, e.g. one per person; N = len(matrices)); each
+        frame is uploaded and converted once, its crops sampled in one ``grid_sample`` call.
+        """
+        index = list(range(len(frames))) if frame_index is None else [int(i) for i in frame_index]
+        if len(index) != len(matrices) or not frames or not matrices:
+            raise ValueError(f"Preprocessor: need one matrix per frame (or per frame_index entry) and >= 1 frame, "
+                             f"got {len(frames)} frames, {len(matrices)} matrices, {len(index)} indices")
+        if min(index) < 0 or max(index) >= len(frames):
+            raise ValueError(f"Preprocessor: frame_index values must be in [0, {len(frames)}), got {index}")
+        canvas, canvas_size = self.canvas(frames)
+        w, h = self.input_size
+        slots = _slots(index, len(frames))  # [F, P] position in matrices, or -1
+        per_frame = slots.shape[1]
+        far = np.array([[0.0, 0.0, 9.0], [0.0, 0.0, 9.0]])  # every output pixel at grid coords (9, 9)
+        theta = grid_theta([np.asarray(matrices[i], np.float64) for i in slots[slots >= 0]], canvas_size, (w, h))
+        full = np.broadcast_to(far, slots.shape + (2, 3)).copy()  # unused slots sample far outside -> 0
+        full[slots >= 0] = theta
+        theta_t = torch.from_numpy(full.reshape(-1, 2, 3)).to(self.device, torch.float32)
+        grid = F.affine_grid(theta_t, [theta_t.shape[0], 3, h, w], align_corners=False)
+        grid = grid.view(len(frames), per_frame * h, w, 2)
+        image = canvas.permute(0, 3, 1, 2).flip(1).float()  # BGR -> RGB, [F,3,H,W]
+        out = F.grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        out = out.view(len(frames), 3, per_frame, h, w).transpose(1, 2).reshape(-1, 3, h, w)
+        if per_frame > 1 or frame_index is not None:
+            order = np.argsort(slots.reshape(-1), kind="stable")[-len(index):]
+            out = out[torch.from_numpy(order).to(self.device)]
+        return ((out - self._mean) * self._inv_std).to(self.dtype).contiguous()
+
+
+def _slots(index: list[int], frames: int) -> np.ndarray:
+    """[F, P] table: slots[f, j] = position in ``index`` of frame f's j-th crop, -1 where unused."""
+    counts = np.bincount(np.asarray(index), minlength=frames)
+    slots = np.full((frames, max(int(counts.max()), 1)), -1, np.int64)
+    fill = np.zeros(frames, np.int64)
+    for pos, f in enumerate(index):
+        slots[f, fill[f]] = pos
+        fill[f] += 1
+    return slots

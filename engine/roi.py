@@ -1,0 +1,56 @@
+"""Person crops from keypoints: single-person ROI tracking and the cascade's per-person crops."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from models.codecs import Crop
+
+
+@dataclass(frozen=True)
+class RoiParams:
+    """ROI settings.
+
+    Attributes:
+        threshold: a person whose mean joint score is below this loses its ROI (next frame: full frame).
+        joint_threshold: joints scoring below this are left out of the box.
+        min_joints: fewer confident joints than this -> no crop.
+        margin: the joints' box is grown by this factor (each side), then widened to the input's aspect.
+        min_size: smallest crop side in frame pixels.
+    """
+
+    threshold: float = 0.3
+    joint_threshold: float = 0.2
+    min_joints: int = 4
+    margin: float = 1.4
+    min_size: float = 32.0
+
+    def __post_init__(self) -> None:
+        if self.margin < 1.0 or self.min_joints < 2 or self.min_size <= 0:
+            raise ValueError(f"RoiParams: need margin >= 1, min_joints >= 2, min_size > 0, got {self}")
+
+
+def crop_from_keypoints(xy: np.ndarray, score: np.ndarray, input_size: tuple[int, int],
+                        params: RoiParams = RoiParams()) -> Crop | None:
+    """The crop (input-size aspect) around one person's confident joints xy [K,2] (score [K]), or None."""
+    valid = (score >= params.joint_threshold) & np.isfinite(xy).all(-1)
+    if valid.sum() < params.min_joints:
+        return None
+    lo, hi = xy[valid].min(0), xy[valid].max(0)
+    center = (lo + hi) / 2.0
+    w, h = np.maximum((hi - lo) * params.margin, params.min_size)
+    aspect = input_size[0] / input_size[1]
+    if w / h < aspect:
+        w = h * aspect
+    else:
+        h = w / aspect
+    return Crop((float(center[0]), float(center[1])), (float(w), float(h)), input_size)
+
+
+def next_roi(xy: np.ndarray, score: np.ndarray, input_size: tuple[int, int], params: RoiParams) -> Crop | None:
+    """The next frame's crop from this frame's single-person result, or None (go back to the full frame)."""
+    if len(score) == 0 or float(score.mean()) < params.threshold:
+        return None
+    return crop_from_keypoints(xy, score, input_size, params)

@@ -1,0 +1,86 @@
+"""Device post-processing equals the codec's decode followed by each frame's inverse transform."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from engine.postprocess import PostProcessor, frame_intrinsics, input_intrinsics
+from engine.stage import Stage
+from models.codecs import Crop, Letterbox
+from tests.engine.conftest import random_frames
+
+
+def test_hourglass_postprocess_equals_codec_decode(hg_model):
+    config = hg_model.config
+    post = PostProcessor(config)
+    torch.manual_seed(3)
+    heatmaps = torch.rand(3, config.num_joints, 16, 16) ** 8  # sharp random peaks
+    boxes = [Letterbox((160, 120), (64, 64)), Letterbox((90, 130), (64, 64)), Crop((40, 50), (30, 45), (64, 64), 20)]
+    inverse = torch.tensor(np.stack([b.inverse_matrix for b in boxes]), dtype=torch.float32)
+    poses = post({"heatmaps": heatmaps}, inverse)
+    xy, score = config.heatmap_codec().decode(heatmaps, method="dark")
+    for i, box in enumerate(boxes):
+        assert poses[i].xy.shape == (1, config.num_joints, 2) and poses[i].layout == "mpii16"
+        np.testing.assert_allclose(poses[i].xy[0], box.inverse(xy[i].double().numpy()), atol=1e-3)
+        np.testing.assert_allclose(poses[i].score[0], score[i].numpy(), atol=1e-6)
+        assert poses[i].person_score[0] == pytest.approx(float(score[i].mean()), abs=1e-6)
+        assert poses[i].xyz is None
+
+
+def test_exactly_one_device_to_host_copy(hg_model, monkeypatch):
+    stage = Stage(hg_model, "torch", "cpu")
+    frames = random_frames(3)
+    batch, inverse = stage.prepare(frames, stage.letterboxes(frames))
+    decoded = stage.decode(stage.infer(batch), inverse)
+    calls = []
+    real = torch.Tensor.cpu
+    monkeypatch.setattr(torch.Tensor, "cpu", lambda self, *a, **k: calls.append(self.shape) or real(self, *a, **k))
+    poses = stage.fetch(decoded)
+    assert len(calls) == 1 and calls[0] == (3, 16 * 2 + 16 + 1) and len(poses) == 3
+
+
+def test_intrinsics_follow_the_letterbox():
+    box = Letterbox((640, 360), (256, 256))
+    k = frame_intrinsics((640, 360), (500.0, 510.0, 320.0, 180.0))
+    fx, fy, cx, cy = input_intrinsics(box.matrix, k)
+    assert (fx, fy) == pytest.approx((500 * box.scale, 510 * box.scale))
+    np.testing.assert_allclose([cx, cy], box.forward(np.array([320.0, 180.0])))
+    # a 3D point projects to the same place whichever pixels it is seen in
+    X, Y, Z = 120.0, -40.0, 2000.0
+    u, v = k[0] * X / Z + k[2], k[1] * Y / Z + k[3]
+    np.testing.assert_allclose(box.forward(np.array([u, v])), [fx * X / Z + cx, fy * Y / Z + cy], atol=1e-9)
+    assert frame_intrinsics((640, 360), None) == (640.0, 640.0, 319.5, 179.5)
+    with pytest.raises(ValueError, match="intrinsics"):
+        frame_intrinsics((640, 360), (0, 1, 2, 3))
+    with pytest.raises(ValueError, match="axis-aligned"):
+        input_intrinsics(Crop((5, 5), (10, 10), (8, 8), 30.0).matrix, k)
+
+
+def test_spm_postprocess_equals_codec_decode(spm_model):
+    config = spm_model.config
+    post = PostProcessor(config)
+    codec = config.spm_codec()
+    torch.manual_seed(4)
+    k, (w, h) = config.num_joints, config.output_size
+    outputs = {"root": torch.rand(2, 1, h, w) ** 4, "disp": torch.randn(2, 2 * k, h, w) * 0.05,
+               "depth": torch.rand(2, k, h, w) * 0.1 + 1.0}
+    boxes = [Letterbox((160, 120), config.input_size), Letterbox((90, 130), config.input_size)]
+    frame_k = [frame_intrinsics((160, 120), None), frame_intrinsics((90, 130), (100.0, 100.0, 40.0, 60.0))]
+    k_in = torch.tensor([input_intrinsics(b.matrix, kk) for b, kk in zip(boxes, frame_k)], dtype=torch.float32)
+    inverse = torch.tensor(np.stack([b.inverse_matrix for b in boxes]), dtype=torch.float32)
+    poses = post(outputs, inverse, k_in)
+    want = codec.decode(outputs, k_in)
+    assert post.has_3d
+    for i, box in enumerate(boxes):
+        n = int(want.count[i])
+        assert n > 0 and len(poses[i]) == n
+        np.testing.assert_allclose(poses[i].xy, box.inverse(want.xy[i, :n].double().numpy()), atol=1e-3)
+        np.testing.assert_allclose(poses[i].person_score, want.person_score[i, :n].numpy(), atol=1e-6)
+        np.testing.assert_allclose(poses[i].xyz, want.xyz[i, :n].numpy(), rtol=1e-5, atol=1e-2)
+        # the camera points project back onto the frame-pixel keypoints through the frame's intrinsics
+        fx, fy, cx, cy = frame_k[i]
+        xyz = poses[i].xyz.astype(np.float64)
+        proj = np.stack([fx * xyz[..., 0] / xyz[..., 2] + cx, fy * xyz[..., 1] / xyz[..., 2] + cy], -1)
+        np.testing.assert_allclose(proj, poses[i].xy, atol=1e-2)
