@@ -1,0 +1,103 @@
+"""``posestream``: the command line (console script ``posestream = stream.cli:main``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from stream.stages import DEFAULT_PUBLISH, EXIT_INPUT, add_model, capture_main, render_main, serve_main
+
+EPILOG = """\
+flows:
+  posestream video IN.mp4 -o OUT.mp4 --poses OUT.jsonl     a file, lossless, three processes over ipc://
+  posestream run --source webcam:0 --publish tcp://127.0.0.1:5560 --show     live
+  posestream serve | capture | render | subscribe          one stage each, over tcp (loopback by default)
+
+exit codes:
+  0    done
+  1    a stage failed (the engine or the renderer died, the engine stopped answering)
+  2    an input cannot be opened: missing file or camera, unreadable model (one line on stderr names it)
+  3    the input ended early (truncated or corrupt video): every decodable frame was processed and the
+       outputs are complete for those frames; stderr names the file and what happened
+  130  interrupted (Ctrl-C / SIGTERM); output files are finished and playable
+"""
+
+
+def _video_parser(sub) -> None:
+    p = sub.add_parser("video", help="annotate a video file (lossless)",
+                       description="Run capture, engine and renderer as separate processes over ipc:// in "
+                                   "lossless mode: every input frame becomes an output frame and a pose record.")
+    p.add_argument("input", help="video file (or image folder)")
+    p.add_argument("-o", "--output", required=True, help="annotated video, e.g. OUT.mp4")
+    p.add_argument("--poses", help="JSON Lines pose file (one object per frame)")
+    p.add_argument("--coco", help="COCO keypoint results JSON")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_model(p)
+
+
+def _run_parser(sub) -> None:
+    p = sub.add_parser("run", help="live: camera, stream or file with the newest frame winning",
+                       description="Live mode: frames the engine cannot keep up with are dropped (counted) so "
+                                   "latency stays bounded. Ctrl-C stops.")
+    p.add_argument("--source", required=True, help="webcam:N, /dev/videoN, rtsp://..., a video file or a folder")
+    p.add_argument("--publish", default=None,
+                   help=f"also publish the pose stream here, e.g. {DEFAULT_PUBLISH} (default: private ipc://)")
+    p.add_argument("--show", action="store_true", help="show the annotated frames in a window")
+    p.add_argument("-o", "--output", help="also write the annotated video")
+    p.add_argument("--poses", help="also write a JSON Lines pose file")
+    p.add_argument("--realtime", action="store_true", help="pace files at their frame rate (cameras always are)")
+    p.add_argument("--no-progress", action="store_true", help="no frame counter")
+    add_model(p)
+
+
+def _probe(source: str) -> int | None:
+    """Frames the source declares (for the progress bar); raises SourceError when it cannot be opened."""
+    from stream.sources import VideoFile, open_source
+
+    src = open_source(source)
+    try:
+        if isinstance(src, VideoFile):
+            return src.declared or (int(src.duration * src.rate[0] / src.rate[1]) if src.rate else None)
+        return len(getattr(src, "files", [])) or None
+    finally:
+        src.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    stages = {"serve": serve_main, "capture": capture_main, "render": render_main}
+    if argv and argv[0] in stages:
+        return stages[argv[0]](argv[1:])
+    if argv and argv[0] == "subscribe":
+        from stream.subscribe import main as subscribe_main
+
+        return subscribe_main(argv[1:])
+    parser = argparse.ArgumentParser(prog="posestream", epilog=EPILOG, formatter_class=argparse.RawTextHelpFormatter,
+                                     description="Realtime streaming pose estimation over ZeroMQ.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _video_parser(sub)
+    _run_parser(sub)
+    sub.add_parser("serve", help="engine server alone (tcp, loopback by default)", add_help=False)
+    sub.add_parser("capture", help="one capture alone, sending to an engine server", add_help=False)
+    sub.add_parser("render", help="renderer alone, reading an engine's reliable channel", add_help=False)
+    sub.add_parser("subscribe", help="print an engine's pose stream as JSON lines", add_help=False)
+    args = parser.parse_args(argv)
+    from stream.pipeline import run_pipeline
+    from stream.sources import SourceError
+
+    source = args.input if args.command == "video" else args.source
+    for path in (args.output, args.poses, getattr(args, "coco", None)):
+        if path and not Path(path).resolve().parent.is_dir():
+            print(f"posestream {args.command}: cannot write {path}: no such folder", file=sys.stderr)
+            return EXIT_INPUT
+    try:
+        total = _probe(source)
+    except SourceError as err:
+        print(f"posestream {args.command}: {err}", file=sys.stderr)
+        return EXIT_INPUT
+    return run_pipeline(source, args.command == "video", args, total)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

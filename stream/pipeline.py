@@ -1,0 +1,153 @@
+"""``posestream video`` and ``posestream run``: capture, engine and renderer as separate processes wired
+over ipc:// (lossless for files, live for ``run``), a progress bar, and a closing summary.
+
+Children run in their own session so a terminal's Ctrl-C reaches only this process, which then stops
+them in order: the capture first (it ends the stream), then the renderer (it finishes its files once the
+end arrives), then the engine.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from stream.stages import EXIT_FAIL, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_TRUNCATED
+from stream.transport import ipc_endpoints
+
+
+def _spawn(stage: str, args: list[str], workdir: Path) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "stream.cli", stage, *args, "--summary-json", str(workdir / f"{stage}.json"),
+           "--exit-with-parent"]
+    return subprocess.Popen(cmd, start_new_session=True)
+
+
+def _read(workdir: Path, stage: str) -> dict:
+    try:
+        return json.loads((workdir / f"{stage}.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _stop(proc: subprocess.Popen, timeout: float) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _model_args(args) -> list[str]:
+    out = ["--model", args.model, "--backend", args.backend, "--max-batch", str(args.max_batch)]
+    if args.tracking:
+        out.append("--tracking")
+    if args.model_args:
+        out += ["--model-args", json.dumps(args.model_args)]
+    if args.metrics_port is not None:
+        out += ["--metrics-port", str(args.metrics_port)]
+    return out
+
+
+def _progress(total: int | None, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total or None, unit="frame", disable=not enabled, file=sys.stderr, dynamic_ncols=True)
+
+
+class _Interrupt:
+    """SIGINT/SIGTERM -> an event (the pipeline winds down instead of dying mid-write)."""
+
+    def __init__(self):
+        self.event = threading.Event()
+        self.old = {s: signal.signal(s, lambda *_: self.event.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def restore(self) -> None:
+        for sig, handler in self.old.items():
+            signal.signal(sig, handler)
+
+
+def run_pipeline(source: str, lossless: bool, args, total: int | None = None) -> int:
+    """Start the three processes and supervise them; returns the exit code (see ``posestream --help``)."""
+    from stream.subscribe import PoseSubscriber
+
+    workdir = Path(tempfile.mkdtemp(prefix="posestream-"))
+    eps = ipc_endpoints(str(workdir))
+    publish = getattr(args, "publish", None) or eps["poses"]
+    render_args = ["--deliver", eps["deliver"]]
+    for flag, value in (("-o", args.output), ("--poses", args.poses), ("--coco", getattr(args, "coco", None))):
+        if value:
+            render_args += [flag, value]
+    render_args += ["--show"] if getattr(args, "show", False) else []
+    capture_args = ["--source", source, "--engine", eps["frames"], "--shm"] + (["--lossless"] if lossless else [])
+    capture_args += ["--realtime"] if getattr(args, "realtime", False) else []
+    interrupt = _Interrupt()
+    procs = {"engine": _spawn("serve", ["--frames", eps["frames"], "--publish", publish, "--deliver",
+                                        eps["deliver"], *_model_args(args)], workdir)}
+    procs["render"] = _spawn("render", render_args, workdir)
+    procs["capture"] = _spawn("capture", capture_args, workdir)
+    subscriber = PoseSubscriber(publish)
+    bar, first, last = _progress(total, not args.no_progress), None, None
+    try:
+        while not interrupt.event.is_set() and _running(procs):
+            if subscriber.receive(0.2) is not None:
+                first, last = first or time.monotonic(), time.monotonic()
+                bar.update(1)
+    finally:
+        bar.close()
+        subscriber.close()
+        code = _wind_down(procs, interrupt.event.is_set())
+        interrupt.restore()
+    summary = _summary(workdir, (last - first) if first and last else 0.0)
+    print("posestream: " + json.dumps(summary), file=sys.stderr)
+    return code
+
+
+def _running(procs: dict) -> bool:
+    """Until the renderer or the engine exits, or the capture could not open its source."""
+    return procs["render"].poll() is None and procs["engine"].poll() is None and procs["capture"].poll() != EXIT_INPUT
+
+
+def _wait(proc: subprocess.Popen, timeout: float) -> None:
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def _wind_down(procs: dict, interrupted: bool) -> int:
+    """Stop the children in order; the exit code from theirs (see ``posestream --help``)."""
+    capture, render, engine = procs["capture"], procs["render"], procs["engine"]
+    if interrupted:
+        _stop(capture, 10)
+        _wait(render, 15)
+    engine_code = engine.poll()
+    failed = engine_code is not None or capture.poll() == EXIT_INPUT
+    _wait(capture, 2 if failed else 10)
+    _stop(render, 10)
+    _stop(capture, 5)
+    _stop(engine, 10)
+    if interrupted:
+        return EXIT_INTERRUPTED
+    if EXIT_INPUT in (capture.returncode, engine_code):
+        return EXIT_INPUT
+    if engine_code is not None or render.returncode != EXIT_OK:
+        return EXIT_FAIL
+    return {EXIT_OK: EXIT_OK, EXIT_TRUNCATED: EXIT_TRUNCATED}.get(capture.returncode, EXIT_FAIL)
+
+
+def _summary(workdir: Path, wall_s: float) -> dict:
+    capture, render, engine = (_read(workdir, s) for s in ("capture", "render", "serve"))
+    frames = render.get("frames", 0)
+    return {"frames": frames, "fps": round((frames - 1) / wall_s, 2) if wall_s > 0 else None,
+            "engine_fps": engine.get("fps"), "latency_ms": render.get("latency_ms"),
+            "drops": capture.get("dropped", 0) + capture.get("lost", 0) + engine.get("drops", 0),
+            "errors": {"source": capture.get("error"), "corrupt_frames": capture.get("corrupt", 0),
+                       "rejected_messages": engine.get("rejects", {}), "render_gaps": render.get("gaps", 0)},
+            "resent": capture.get("resent", 0), "duplicates_dropped": render.get("duplicates", 0)}

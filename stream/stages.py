@@ -1,0 +1,175 @@
+"""The stage commands ``posestream serve | capture | render``: argument parsing, signals, exit codes.
+
+Each stage runs in the foreground until its work ends or SIGINT/SIGTERM, which stops it cleanly (the
+capture sends EndOfStream, the renderer finishes its files, the server flushes its batch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import warnings
+from pathlib import Path
+
+from stream.transport import Policy
+
+log = logging.getLogger("posestream")
+EXIT_OK, EXIT_FAIL, EXIT_INPUT, EXIT_TRUNCATED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+DEFAULT_FRAMES, DEFAULT_DELIVER, DEFAULT_PUBLISH = "tcp://127.0.0.1:5555", "tcp://127.0.0.1:5556", "tcp://127.0.0.1:5560"
+
+
+def stop_on_signals(exit_with_parent: bool = False) -> threading.Event:
+    """An event set by SIGINT/SIGTERM (and, if asked, when the parent process goes away)."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    if exit_with_parent:
+        parent = os.getppid()
+
+        def watch() -> None:
+            while not stop.wait(0.5):
+                if os.getppid() != parent:
+                    stop.set()
+
+        threading.Thread(target=watch, daemon=True).start()
+    return stop
+
+
+def write_summary(path: str | None, data: dict) -> None:
+    if path:
+        Path(path).write_text(json.dumps(data))
+
+
+def add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--summary-json", help="also write this stage's closing numbers to this JSON file")
+    parser.add_argument("--exit-with-parent", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--log-level", default="WARNING", help="logging level (default WARNING)")
+
+
+def add_model(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="default",
+                        help="zoo NAME, PATH.safetensors, PATH.onnx, PATH.engine or random:NAME (default: default)")
+    parser.add_argument("--backend", default="auto", help="auto, torch, onnxruntime or tensorrt (default auto)")
+    parser.add_argument("--max-batch", type=int, default=8, help="largest batch across streams (default 8)")
+    parser.add_argument("--tracking", action="store_true", help="stable track ids per stream")
+    parser.add_argument("--model-args", type=json.loads, default=None,
+                        help='JSON build overrides for random:NAME specs, e.g. \'{"input_size": [128, 96]}\'')
+    parser.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on 127.0.0.1:PORT")
+
+
+def model_spec(spec: str) -> str:
+    """``spec``, or ``random:spm_small`` with a loud warning while the zoo has no ``default`` model."""
+    if spec != "default":
+        return spec
+    from engine.loading import zoo_dir
+
+    if (zoo_dir() / "default.safetensors").is_file():
+        return spec
+    print("posestream: WARNING: no trained 'default' model in the zoo yet; using random:spm_small "
+          "(RANDOM WEIGHTS: the poses are meaningless)", file=sys.stderr)
+    return "random:spm_small"
+
+
+def serve_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="posestream serve", description="Engine server: frames in (captures "
+                                     "connect to --frames), poses out on --publish (PUB) and --deliver (reliable).")
+    parser.add_argument("--frames", default=DEFAULT_FRAMES, help=f"bind for captures (default {DEFAULT_FRAMES})")
+    parser.add_argument("--publish", default=DEFAULT_PUBLISH, help=f"pose stream bind (default {DEFAULT_PUBLISH})")
+    parser.add_argument("--deliver", default=DEFAULT_DELIVER,
+                        help=f"reliable channel bind for a renderer (default {DEFAULT_DELIVER}; 'none' to disable)")
+    add_model(parser)
+    add_common(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    from stream.metrics import Metrics
+    from stream.serve import EngineServer, ServeConfig
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # random weights: model_spec already said so loudly
+            from engine import Engine
+
+            engine = Engine(model_spec(args.model), args.backend, max_batch=args.max_batch, tracking=args.tracking,
+                            model_args=args.model_args)
+    except (ValueError, OSError) as err:
+        print(f"posestream serve: cannot load model {args.model!r}: {str(err).splitlines()[0]}", file=sys.stderr)
+        return EXIT_INPUT
+    stop = stop_on_signals(args.exit_with_parent)
+    metrics = Metrics(args.metrics_port)
+    config = ServeConfig(frames=args.frames, publish=args.publish or None,
+                         deliver=None if args.deliver in (None, "", "none") else args.deliver,
+                         max_batch=args.max_batch)
+    server = EngineServer(engine, config, metrics)
+    stats = server.run(stop)
+    write_summary(args.summary_json, {**metrics.summary(), "model": engine.model_id, "duplicates": stats.duplicates,
+                                      "out_of_order": stats.out_of_order, "undelivered": stats.undelivered,
+                                      "streams_freed": stats.streams_freed, "rejects": dict(stats.rejects)})
+    metrics.close()
+    return EXIT_OK
+
+
+def capture_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="posestream capture", description="Capture a source and send its "
+                                     "frames to an engine server.")
+    parser.add_argument("--source", required=True, help="webcam:N, /dev/videoN, a video file, an image folder or a URL")
+    parser.add_argument("--engine", default=DEFAULT_FRAMES, help=f"the server's --frames (default {DEFAULT_FRAMES})")
+    parser.add_argument("--stream", help="stream id (default: derived from the source)")
+    parser.add_argument("--lossless", action="store_true", help="never drop: back-pressure and resends")
+    parser.add_argument("--realtime", action="store_true", help="pace files and folders at their frame rate")
+    parser.add_argument("--fps", type=float, default=30.0, help="frame rate of an image folder (default 30)")
+    parser.add_argument("--jpeg", type=int, metavar="QUALITY", help="send JPEG instead of raw pixels")
+    parser.add_argument("--shm", action="store_true",
+                        help="pass pixels through shared memory (the engine runs on this machine)")
+    parser.add_argument("--intrinsics", help="fx,fy,cx,cy in frame pixels (3D models)")
+    add_common(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    stop = stop_on_signals(args.exit_with_parent)
+    from stream.capture import Capture, CaptureConfig
+    from stream.sources import SourceError, open_source
+
+    try:
+        source = open_source(args.source, realtime=args.realtime, fps=args.fps)
+    except SourceError as err:
+        print(f"posestream capture: {err}", file=sys.stderr)
+        return EXIT_INPUT
+    intrinsics = tuple(float(v) for v in args.intrinsics.split(",")) if args.intrinsics else None
+    if intrinsics is not None and len(intrinsics) != 4:
+        parser.error(f"--intrinsics {args.intrinsics!r}: expected fx,fy,cx,cy")
+    name = args.stream or Path(args.source.rstrip("/")).stem.replace(":", "") or "stream"
+    config = CaptureConfig(args.engine, name, args.lossless, Policy(), jpeg_quality=args.jpeg, intrinsics=intrinsics,
+                           shm=args.shm)
+    stats = Capture(source, config).run(stop)
+    write_summary(args.summary_json, stats.to_json())
+    if stats.error:
+        print(f"posestream capture: {stats.error}", file=sys.stderr)
+        return EXIT_TRUNCATED if stats.read else EXIT_FAIL
+    return EXIT_INTERRUPTED if stop.is_set() else EXIT_OK
+
+
+def render_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="posestream render", description="Draw poses onto the frames of an "
+                                     "engine's reliable channel; write video, pose file and COCO results.")
+    parser.add_argument("--deliver", default=DEFAULT_DELIVER, help=f"the server's --deliver (default {DEFAULT_DELIVER})")
+    parser.add_argument("-o", "--output", help="annotated video (.mp4)")
+    parser.add_argument("--poses", help="JSON Lines pose file")
+    parser.add_argument("--coco", help="COCO keypoint results JSON")
+    parser.add_argument("--show", action="store_true", help="show a window when a display exists")
+    parser.add_argument("--stream", help="stream to render (default: the first one seen)")
+    parser.add_argument("--keep-going", action="store_true", help="do not stop at the stream's end")
+    add_common(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    stop = stop_on_signals(args.exit_with_parent)
+    from stream.render import RenderConfig, Renderer
+
+    config = RenderConfig(args.deliver, args.output, args.poses, args.coco, args.show, args.stream,
+                          exit_at_end=not args.keep_going)
+    stats = Renderer(config).run(stop)
+    write_summary(args.summary_json, stats.to_json())
+    return EXIT_OK if stats.ended or args.keep_going else EXIT_INTERRUPTED

@@ -1,0 +1,97 @@
+"""The pose stream for other programs: ``stream.PoseSubscriber`` and ``posestream subscribe ENDPOINT``.
+
+    from stream import PoseSubscriber
+    for record in PoseSubscriber("tcp://127.0.0.1:5560"):
+        print(record.stream, record.frame, record.poses.xy.shape)     # PoseRecord, engine.results.Poses
+
+The stream is lossy by design (PUB/SUB): a subscriber that falls behind loses messages, never the engine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Iterator
+
+import zmq
+
+from stream import wire
+from stream.posefile import PoseRecord
+from stream.transport import Policy, pose_sub
+
+
+class PoseSubscriber:
+    """Iterates :class:`stream.posefile.PoseRecord` from an engine's pose stream.
+
+    Args:
+        endpoint: the engine's ``--publish`` endpoint.
+        streams: stream ids to receive (default: all).
+        timeout: stop when nothing arrives for this many seconds (default: wait forever).
+        until_end: stop once every stream seen so far has sent its EndOfStream.
+    """
+
+    def __init__(self, endpoint: str, streams: list[str] | None = None, timeout: float | None = None,
+                 until_end: bool = False, ctx: zmq.Context | None = None):
+        self.endpoint, self.timeout, self.until_end = endpoint, timeout, until_end
+        self.ctx = ctx or zmq.Context.instance()
+        self.sock = pose_sub(self.ctx, endpoint, Policy(), wire.Limits(), topics=streams or ("",))
+        self.rejects = wire.RejectCounter(f"subscriber {endpoint}")
+        self.open: set[str] = set()
+        self.ended: set[str] = set()
+
+    def receive(self, timeout: float | None = None) -> PoseRecord | None:
+        """The next record, or None when nothing arrives within ``timeout`` seconds or the stream(s) ended
+        (``until_end``)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not (self.until_end and self.open and self.open <= self.ended):
+            wait = 100 if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
+            if not self.sock.poll(wait):
+                if deadline is not None and time.monotonic() >= deadline:
+                    return None
+                continue
+            packet = self.rejects.try_decode(self.sock.recv_multipart(copy=False)[1:])
+            if packet is None:
+                continue
+            msg = packet.msg
+            if isinstance(msg, wire.Poses):
+                self.open.add(msg.stream)
+                return wire.to_record(msg)
+            if isinstance(msg, wire.EndOfStream):
+                self.ended.add(msg.stream)
+        return None
+
+    def __iter__(self) -> Iterator[PoseRecord]:
+        try:
+            while (record := self.receive(self.timeout)) is not None:
+                yield record
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self.sock.close(linger=0)
+
+    def __enter__(self) -> PoseSubscriber:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="posestream subscribe",
+                                     description="Print each Poses of an engine's pose stream as one JSON line "
+                                                 "(the pose-file schema of stream.posefile).")
+    parser.add_argument("endpoint", help="the engine's --publish endpoint, e.g. tcp://127.0.0.1:5560")
+    parser.add_argument("--stream", action="append", help="only this stream id (repeatable)")
+    parser.add_argument("--timeout", type=float, help="exit after this many seconds without a message")
+    parser.add_argument("--until-end", action="store_true", help="exit when every stream seen has ended")
+    args = parser.parse_args(argv)
+    try:
+        for record in PoseSubscriber(args.endpoint, args.stream, args.timeout, args.until_end):
+            sys.stdout.write(json.dumps(record.to_json(), separators=(",", ":")) + "\n")
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        pass
+    return 0

@@ -1,0 +1,116 @@
+"""Failure behaviour with real sockets and processes: engine killed and restarted, captures vanishing,
+malformed input."""
+
+import threading
+
+import zmq
+
+from stream import wire
+from stream.capture import Capture, CaptureConfig
+from stream.posefile import read_pose_file
+from stream.render import RenderConfig, Renderer
+from stream.serve import EngineServer, ServeConfig
+from stream.sources import open_source
+from stream.transport import Policy
+from tests.stream.conftest import MODEL_CLI, decoded_times, make_video, small_engine, start_stage, wait_for
+
+FAST = Policy(heartbeat_s=0.1, peer_timeout_s=1.0)
+
+
+def _engine(ipc):
+    return start_stage("serve", "--frames", ipc["frames"], "--publish", ipc["poses"], "--deliver", ipc["deliver"],
+                       *MODEL_CLI)
+
+
+def test_engine_killed_and_restarted_mid_file_loses_and_duplicates_nothing(tmp_path, ipc):
+    make_video(tmp_path / "in.mp4", 80, fps=50)
+    out, poses = tmp_path / "out.mp4", tmp_path / "out.jsonl"
+    rendered = []
+    renderer = Renderer(RenderConfig(ipc["deliver"], video=str(out), poses=str(poses), policy=FAST),
+                        on_frame=lambda record: rendered.append(record.frame))
+    capture = Capture(open_source(str(tmp_path / "in.mp4"), realtime=True),
+                      CaptureConfig(ipc["frames"], "clip", lossless=True, policy=FAST, shm=True))
+    threads = [threading.Thread(target=stage.run, daemon=True) for stage in (renderer, capture)]
+    first = _engine(ipc)
+    try:
+        for t in threads:
+            t.start()
+        wait_for(lambda: len(rendered) >= 10, 60, "frames through the first engine")
+        first.kill()
+        first.wait()
+        killed_at = len(rendered)
+        second = _engine(ipc)
+        try:
+            for t in threads:
+                t.join(60)
+        finally:
+            second.terminate()
+            second.wait(10)
+    finally:
+        first.kill()
+    assert killed_at < 80, "the engine died mid-file"
+    assert capture.stats.error is None and renderer.stats.ended
+    assert [r.frame for r in read_pose_file(poses)] == list(range(80))
+    assert rendered == list(range(80)) and renderer.stats.gaps == 0
+    assert decoded_times(out) == decoded_times(tmp_path / "in.mp4")
+
+
+def _server(ipc, deliver=None):
+    server = EngineServer(small_engine(), ServeConfig(ipc["frames"], ipc["poses"], deliver, policy=FAST))
+    stop = threading.Event()
+    thread = threading.Thread(target=server.run, args=(stop,), daemon=True)
+    thread.start()
+    server.ready.wait(30)
+    return server, stop, thread
+
+
+def test_server_frees_a_vanished_capture_and_survives_malformed_input(ipc):
+    import numpy as np
+
+    server, stop, thread = _server(ipc)
+    ctx = zmq.Context.instance()
+    try:
+        rogue = ctx.socket(zmq.DEALER)
+        rogue.connect(ipc["frames"])
+        rogue.send_multipart([b"\x92garbage"])
+        rogue.send(wire.encode(wire.Heartbeat(sender="x", role="capture", instance=1, sent_ns=0, stream="x"))[:-3])
+        frame = wire.Frame(stream="ghost", seq=0, capture_ns=0, width=4, height=2)
+        rogue.send_multipart(wire.frame_parts(frame, np.zeros((2, 4, 3), np.uint8)), copy=False)
+        rogue.send_multipart([wire.encode(frame), b"short"])
+        wait_for(lambda: "ghost" in server.streams and server.rejects.total >= 3, 10, "the rogue's messages")
+        rogue.close(linger=0)
+        wait_for(lambda: server.stats.streams_freed == 1 and not server.streams, 10, "the vanished stream freed")
+        assert server.rejects.counts["malformed"] >= 2 and server.rejects.counts["truncated"] == 1
+        assert thread.is_alive() and server.stats.frames == 1
+    finally:
+        stop.set()
+        thread.join(10)
+
+
+def test_sigterm_to_the_renderer_mid_stream_leaves_complete_files(tmp_path, ipc):
+    import signal
+
+    from tests.stream.conftest import decoded_pts
+
+    make_video(tmp_path / "in.mp4", 200, fps=50)
+    out, poses = tmp_path / "out.mp4", tmp_path / "out.jsonl"
+    render = start_stage("render", "--deliver", ipc["deliver"], "-o", str(out), "--poses", str(poses))
+    server, stop, thread = _server(ipc, deliver=ipc["deliver"])
+    capture = Capture(open_source(str(tmp_path / "in.mp4"), realtime=True),
+                      CaptureConfig(ipc["frames"], "clip", lossless=True, policy=FAST))
+    stop_capture = threading.Event()
+    feeding = threading.Thread(target=capture.run, args=(stop_capture,), daemon=True)
+    feeding.start()
+    try:
+        wait_for(lambda: poses.exists() and poses.read_text().count("\n") >= 10, 60, "frames rendered")
+        render.send_signal(signal.SIGTERM)
+        assert render.wait(20) == 130
+    finally:
+        render.kill()
+        stop_capture.set()
+        feeding.join(10)
+        stop.set()
+        thread.join(10)
+    written = [r.frame for r in read_pose_file(poses)]
+    assert 10 <= len(written) < 200 and written == list(range(len(written)))
+    assert len(decoded_pts(out)) == len(written), "the mp4 is finished and holds every rendered frame"
