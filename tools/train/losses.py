@@ -1,0 +1,50 @@
+"""Training losses with intermediate supervision (one term per stack / stage, summed).
+
+* heatmaps (pose-facts.md): per stack, mean over pixels of (target - output)^2 x weight, weight =
+  ``foreground_weight`` (82) where the target is > 0 and 1 elsewhere; averaged over the batch.
+* SPM: mean squared error on the root map + ``disp_weight`` x masked L1 on displacements + ``depth_weight`` x
+  masked L1 on depths (masked means are over labelled pixels only; no labels -> 0).
+
+Outputs larger or smaller than the targets (multi-scale stages) are resized to the target size first.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def _fit(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    pred = pred.float()
+    if pred.shape[-2:] != target.shape[-2:]:
+        pred = F.interpolate(pred, size=target.shape[-2:], mode="bilinear", align_corners=False)
+    return pred
+
+
+def heatmap_loss(outputs: list[dict], target: torch.Tensor, foreground_weight: float = 82.0) -> torch.Tensor:
+    """Weighted MSE summed over stacks; outputs[i]["heatmaps"] and target [B,K,H,W]."""
+    weight = torch.where(target > 0, foreground_weight, 1.0)
+    total = target.new_zeros(())
+    for out in outputs:
+        err = (_fit(out["heatmaps"], target) - target) ** 2 * weight
+        total = total + err.mean(dim=(1, 2, 3)).mean()
+    return total
+
+
+def masked_l1(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean |pred - target| over pixels where mask > 0 (0 when the mask is empty)."""
+    return ((_fit(pred, target) - target).abs() * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def spm_loss(outputs: list[dict], batch: dict, disp_weight: float = 1.0, depth_weight: float = 1.0) -> torch.Tensor:
+    """Root L2 + masked L1 displacements (+ masked L1 depths when the outputs have depth), summed over stages.
+
+    batch: ``root`` [B,1,H,W], ``disp`` / ``disp_mask`` [B,2K,H,W], ``depth`` / ``depth_mask`` [B,K,H,W].
+    """
+    total = batch["root"].new_zeros(())
+    for out in outputs:
+        total = total + F.mse_loss(_fit(out["root"], batch["root"]), batch["root"])
+        total = total + disp_weight * masked_l1(out["disp"], batch["disp"], batch["disp_mask"])
+        if "depth" in out and "depth" in batch:
+            total = total + depth_weight * masked_l1(out["depth"], batch["depth"], batch["depth_mask"])
+    return total

@@ -1,0 +1,56 @@
+"""Resumable training state without pickle: tensors in safetensors, everything else in JSON.
+
+``save_state(prefix, ...)`` writes ``prefix.safetensors`` (optimizer tensors, torch RNG) and ``prefix.json``
+(epoch, best metric, optimizer param groups and scalar state, scheduler and AMP scaler state).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+
+def save_state(prefix: str | Path, optimizer, scheduler, scaler, epoch: int, best: float | None) -> None:
+    prefix = Path(prefix)
+    opt = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for idx, values in opt["state"].items():
+        for key, value in values.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"state.{idx}.{key}"] = value.detach().cpu().contiguous()
+            else:
+                scalars[f"{idx}.{key}"] = value
+    tensors["rng.torch"] = torch.get_rng_state()
+    meta = {"epoch": epoch, "best": best, "param_groups": opt["param_groups"], "scalars": scalars,
+            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict()}
+    tmp = prefix.with_suffix(".tmp")
+    save_file(tensors, str(tmp))
+    os.replace(tmp, prefix.with_suffix(".safetensors"))
+    prefix.with_suffix(".json").write_text(json.dumps(meta, indent=1))
+
+
+def load_state(prefix: str | Path, optimizer, scheduler, scaler) -> tuple[int, float | None]:
+    """Restore the state written by ``save_state``; returns (epoch, best)."""
+    prefix = Path(prefix)
+    try:
+        meta = json.loads(prefix.with_suffix(".json").read_text())
+        tensors = load_file(str(prefix.with_suffix(".safetensors")))
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{prefix}: cannot read the training state ({err})") from None
+    state: dict = {}
+    for name, value in tensors.items():
+        if name.startswith("state."):
+            _, idx, key = name.split(".", 2)
+            state.setdefault(int(idx), {})[key] = value
+    for name, value in meta["scalars"].items():
+        idx, key = name.split(".", 1)
+        state.setdefault(int(idx), {})[key] = value
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    scheduler.load_state_dict(meta["scheduler"])
+    scaler.load_state_dict(meta["scaler"])
+    torch.set_rng_state(tensors["rng.torch"])
+    return int(meta["epoch"]), meta["best"]
