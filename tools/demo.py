@@ -45,6 +45,18 @@ def make_sample(out: Path, seed: int, frames: int, persons: tuple[int, int], lay
     return video, gt
 
 
+def headline(summary: dict) -> dict:
+    """The few figures worth a line: OKS AP, MPJPE, PCKh and joint F1 where the summary has them."""
+    out = {"frames": summary["frames"], "people": summary["gt_persons"]}
+    if "oks" in summary:
+        out["oks_ap"] = round(summary["oks"]["AP"], 4)
+    for key in ("mpjpe_mm", "pck3d@150mm", "pckh@0.5"):
+        if key in summary:
+            out[key] = round(summary[key], 4)
+    out["joint_f1"] = round(summary["joints"]["f1"], 4)
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m tools.demo", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -76,8 +88,7 @@ def main(argv: list[str] | None = None) -> int:
 
     summary = evaluate(read_pose_file(out / "demo.jsonl"), read_pose_file(gt))
     (out / "demo.accuracy.json").write_text(json.dumps(summary, indent=2))
-    shown = {k: v for k, v in summary.items() if not isinstance(v, (dict, list))}
-    print("posestream demo: accuracy against the clip's ground truth: " + json.dumps(shown))
+    print("posestream demo: accuracy against the clip's ground truth: " + json.dumps(headline(summary)))
     print(f"posestream demo: wrote {out}/demo.mp4 (annotated video) and {out}/demo.jsonl (poses)")
     return 0
 
