@@ -6,7 +6,8 @@ pre, infer, post and copy separately.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,25 @@ def _invert(matrix: np.ndarray) -> np.ndarray:
     """Inverse of a 2x3 affine (float64)."""
     full = np.vstack([np.asarray(matrix, np.float64), [0.0, 0.0, 1.0]])
     return np.linalg.inv(full)[:2]
+
+
+@contextmanager
+def host_threads(device: torch.device, threads: int = 1) -> Iterator[None]:
+    """On the CPU, torch's intra-op threads limited to ``threads`` for the block (restored after).
+
+    Pre- and post-processing are many small ops: splitting them over threads costs more in wake-ups than it
+    saves, and far more on a loaded machine (each parallel region waits for its slowest thread), so they run
+    on the calling thread. The backend's own threads (ONNX Runtime's pool, a TorchBackend outside the block)
+    are untouched. CUDA devices: nothing changes.
+    """
+    before = torch.get_num_threads() if device.type == "cpu" else threads
+    if before != threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        if before != threads:
+            torch.set_num_threads(before)
 
 
 class Stage:
@@ -62,7 +82,8 @@ class Stage:
 
     def prepare(self, frames, matrices, frame_index=None) -> tuple[torch.Tensor, torch.Tensor]:
         """(network input [N,3,H,W], inverse matrices [N,2,3] input -> frame) on the device."""
-        batch = self.pre(frames, matrices, frame_index)
+        with host_threads(self.device):
+            batch = self.pre(frames, matrices, frame_index)
         inverse = torch.from_numpy(np.stack([_invert(m) for m in matrices])).to(self.device, torch.float32)
         return batch, inverse
 
@@ -76,11 +97,13 @@ class Stage:
 
     def decode(self, outputs, inverse, intrinsics=None) -> Decoded:
         """Decoded poses in frame pixels, on the device."""
-        return self.post.to_frames(self.post.decode(outputs, intrinsics), inverse)
+        with host_threads(self.device), torch.inference_mode():
+            return self.post.to_frames(self.post.decode(outputs, intrinsics), inverse)
 
     def fetch(self, decoded: Decoded) -> list[Poses]:
         """The one device -> host copy of the batch, unpacked into ``Poses`` per input."""
-        host = self.post.pack(decoded).cpu().numpy()
+        with host_threads(self.device):
+            host = self.post.pack(decoded).cpu().numpy()
         return self.post.unpack(host, decoded.xy.shape[1], decoded.xyz is not None)
 
     def run(self, frames: Sequence[np.ndarray], matrices: Sequence[np.ndarray] | None = None,

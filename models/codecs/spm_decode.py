@@ -53,11 +53,13 @@ def find_roots(root: torch.Tensor, max_persons: int, threshold: float):
     return score, idx % w, torch.div(idx, w, rounding_mode="floor")
 
 
-def _window_mean(maps: torch.Tensor, x: torch.Tensor, y: torch.Tensor, window: int, base: torch.Tensor | None):
+def _window_mean(maps: torch.Tensor, x: torch.Tensor, y: torch.Tensor, window: int, base: torch.Tensor | None,
+                 scale: float | None = None):
     """Mean over a window of reads of maps [B,C,H,W] at (x, y) [B,P]: [B,P,C].
 
-    With ``base`` [C//2] (1 where a channel pair is relative to the read pixel), the pixel (x, y) is added to those
-    channel pairs before averaging, so absolute positions are averaged.
+    Each read is multiplied by ``scale`` (when given: the same as scaling the maps, without touching the rest of
+    them). With ``base`` [C//2] (1 where a channel pair is relative to the read pixel), the pixel (x, y) is then
+    added to those channel pairs before averaging, so absolute positions are averaged.
     """
     b, c, h, w = maps.shape
     flat = maps.flatten(2)
@@ -67,6 +69,8 @@ def _window_mean(maps: torch.Tensor, x: torch.Tensor, y: torch.Tensor, window: i
         for ox in range(-r, r + 1):
             qx, qy = (x + ox).clamp(0, w - 1), (y + oy).clamp(0, h - 1)
             read = torch.gather(flat, 2, (qy * w + qx).unsqueeze(1).expand(-1, c, -1)).transpose(1, 2)
+            if scale is not None:
+                read = read * scale
             if base is not None:
                 q = torch.stack([qx, qy], dim=-1).to(maps.dtype)  # [B,P,2]
                 read = read + (q[:, :, None, :] * base[None, None, :, None]).flatten(2)
@@ -112,7 +116,7 @@ def decode_spm(codec, outputs: dict, intrinsics: torch.Tensor | None = None) -> 
     pscore, x, y = find_roots(root, p.max_persons, p.root_threshold)
     valid = (pscore > 0).to(root.dtype)  # [B,P]
     from_root = torch.tensor(codec.from_root, dtype=disp.dtype, device=disp.device)
-    est = _window_mean(disp * p.z, x, y, p.disp_window, from_root).reshape(b, -1, k, 2)  # map px
+    est = _window_mean(disp, x, y, p.disp_window, from_root, p.z).reshape(b, -1, k, 2)  # map px
     xy = _chain(est, codec.disp_parent, lay.levels, codec.from_root)
     xy = ((xy + 0.5) * p.stride - 0.5) * valid[:, :, None, None]
     person_score = pscore * valid

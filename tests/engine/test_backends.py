@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from engine import Engine
-from engine.backends import TorchBackend, batch_buckets, check_trt_manifest
+from engine.backends import OnnxRuntimeBackend, TorchBackend, batch_buckets, check_trt_manifest
 from engine.loading import make_backend, resolve_model
 from tests.engine.conftest import random_frames
 
@@ -49,6 +49,16 @@ def test_auto_on_cpu_is_onnxruntime_and_exports_once(hg_model, onnx_cache):
     assert first.name == "onnxruntime"
     mtime = first.path.stat().st_mtime_ns
     assert make_backend(loaded, "auto", "cpu", cache_dir=onnx_cache).path.stat().st_mtime_ns == mtime
+
+
+def test_onnxruntime_session_options(hg_model, onnx_cache):
+    backend = make_backend(resolve_model(hg_model), "onnxruntime", "cpu", cache_dir=onnx_cache)
+    options = backend.session.get_session_options()
+    assert options.inter_op_num_threads == 1
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    spinning = OnnxRuntimeBackend(backend.path, threads=2, spinning=True).session.get_session_options()
+    assert spinning.intra_op_num_threads == 2
+    assert spinning.get_session_config_entry("session.intra_op.allow_spinning") == "1"
 
 
 def test_bad_backend_requests(hg_model):

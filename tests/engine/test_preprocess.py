@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.preprocess import Preprocessor
+from engine.preprocess import Preprocessor, resize_span
 from models.codecs import Crop, Letterbox
 
 
@@ -19,11 +19,12 @@ def ramp_frame(w: int, h: int) -> np.ndarray:
     return frame
 
 
+@pytest.mark.parametrize("separable", [True, False])
 @pytest.mark.parametrize("frame_size", [(200, 120), (90, 160), (128, 128)])
-def test_letterbox_maps_back_exactly(frame_size):
+def test_letterbox_maps_back_exactly(frame_size, separable):
     """Each input pixel holds the frame coordinates of Letterbox.inverse(its centre), bilinear being exact on ramps."""
     w, h = frame_size
-    pre = Preprocessor((64, 96), mean=(0, 0, 0), std=(1, 1, 1))
+    pre = Preprocessor((64, 96), mean=(0, 0, 0), std=(1, 1, 1), separable=separable)
     frames = [ramp_frame(w, h), ramp_frame(180, 100)]  # mixed sizes in one batch
     boxes = [Letterbox((w, h), (64, 96)), Letterbox((180, 100), (64, 96))]
     out = pre(frames, [b.matrix for b in boxes])
@@ -73,3 +74,46 @@ def test_crops_of_shared_frames_equal_one_by_one():
     for i, (c, f) in enumerate(zip(crops, index)):
         alone = pre([frames[f]], [c.matrix])[0]
         torch.testing.assert_close(together[i], alone, atol=1e-4, rtol=0)
+
+
+def test_separable_host_path_agrees_with_grid_sample():
+    """Letterboxes (down- and up-scaling) and unrotated crops reaching past the frame: same input both ways."""
+    rng = np.random.default_rng(2)
+    frames = [rng.integers(0, 256, (480, 640, 3), dtype=np.uint8), rng.integers(0, 256, (37, 61, 3), dtype=np.uint8),
+              rng.integers(0, 256, (300, 170, 3), dtype=np.uint8)]
+    mean, std = (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)
+    matrices = [Letterbox((640, 480), (80, 64)).matrix, Letterbox((61, 37), (80, 64)).matrix,
+                Letterbox((170, 300), (80, 64)).matrix, Crop((20.0, 280.0), (100.0, 90.0), (80, 64)).matrix,
+                Crop((600.0, 30.0), (45.0, 33.0), (80, 64)).matrix]
+    index = [0, 1, 2, 2, 0]
+    host = Preprocessor((80, 64), mean, std)
+    assert host.separable
+    fast = host.host(frames, matrices, index)
+    grid = Preprocessor((80, 64), mean, std, separable=False)(frames, matrices, frame_index=index)
+    assert fast.shape == grid.shape == (5, 3, 64, 80) and fast.dtype == torch.float32
+    torch.testing.assert_close(fast, grid, atol=3e-4, rtol=0)  # x std: < 0.02 grey level (grid_sample: f32 coords)
+    torch.testing.assert_close(host(frames, matrices, frame_index=index), fast, atol=0, rtol=0)
+
+
+def test_separable_path_keeps_dtype_and_falls_back_for_rotations():
+    rng = np.random.default_rng(3)
+    frame = rng.integers(0, 256, (90, 120, 3), dtype=np.uint8)
+    half = Preprocessor((32, 48), (120, 110, 100), (60, 60, 60), dtype=torch.float16)
+    box = Letterbox((120, 90), (32, 48)).matrix
+    assert half([frame], [box]).dtype == torch.float16
+    rotated = Crop((60.0, 45.0), (50.0, 70.0), (32, 48), rotation=25.0).matrix
+    full = Preprocessor((32, 48), (120, 110, 100), (60, 60, 60))
+    grid = Preprocessor((32, 48), (120, 110, 100), (60, 60, 60), separable=False)
+    torch.testing.assert_close(full([frame, frame], [box, rotated]), grid([frame, frame], [box, rotated]),
+                               atol=1e-4, rtol=0)
+
+
+def test_resize_span_only_for_shrinking_whole_pixel_rectangles():
+    box = Letterbox((640, 480), (320, 256)).matrix
+    assert resize_span(320, 640, box[0, 0], box[0, 2]) == (0, 320)
+    assert resize_span(256, 480, box[1, 1], box[1, 2]) == (8, 248)  # 8 rows of padding each side
+    odd = Letterbox((200, 120), (64, 96)).matrix  # 38.4 rows of content: fractional padding
+    assert resize_span(96, 120, odd[1, 1], odd[1, 2]) is None
+    up = Letterbox((61, 37), (80, 64)).matrix  # enlarging: border taps, not a plain resize
+    assert resize_span(80, 61, up[0, 0], up[0, 2]) is None
+    assert resize_span(10, 40, 0.5, -0.25) is None  # 20 pixels of content do not fit in 10
