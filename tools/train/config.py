@@ -15,7 +15,7 @@ loss and samples/s; ``log.csv`` (and TensorBoard when installed). Under ``torchr
 Config file sections (every key optional; flags override): [model] name, input_size, layout, arch_args, codec;
 [data] source ("synth"|"shards"), train_samples, val_samples, synth_size, persons, shards, val_shards,
 batch_size, workers, shuffle_buffer; [augment] AugmentParams fields; [optim] optimizer, lr, weight_decay,
-momentum, schedule, factor, patience, step_size, epochs, grad_clip, amp, seed, foreground_weight, disp_weight,
+momentum, schedule, factor, patience, step_size, epochs, grad_clip, amp, seed, foreground_weight, root_weight, disp_weight,
 depth_weight, max_steps; [output] dir, tensorboard.
 """
 
@@ -29,7 +29,8 @@ SECTIONS = {
     "data": ("source", "train_samples", "val_samples", "synth_size", "persons", "shards", "val_shards",
              "batch_size", "workers", "shuffle_buffer"),
     "optim": ("optimizer", "lr", "weight_decay", "momentum", "schedule", "factor", "patience", "step_size",
-              "epochs", "grad_clip", "amp", "seed", "foreground_weight", "disp_weight", "depth_weight", "max_steps"),
+              "epochs", "grad_clip", "amp", "seed", "foreground_weight", "root_weight", "disp_weight", "depth_weight",
+              "max_steps"),
     "output": {"dir": "out", "tensorboard": "tensorboard"},
 }
 
@@ -64,6 +65,7 @@ class TrainConfig:
     amp: bool = True
     seed: int = 0
     foreground_weight: float = 82.0
+    root_weight: float = 10.0
     disp_weight: float = 1.0
     depth_weight: float = 1.0
     max_steps: int = 0

@@ -110,7 +110,7 @@ class Trainer:
             loss = heatmap_loss(outputs, batch["heatmaps"].to(self.device), self.cfg.foreground_weight)
         else:
             maps = {k: v.to(self.device) for k, v in batch.items() if k != "image"}
-            loss = spm_loss(outputs, maps, self.cfg.disp_weight, self.cfg.depth_weight)
+            loss = spm_loss(outputs, maps, self.cfg.disp_weight, self.cfg.depth_weight, self.cfg.root_weight)
         return outputs, loss
 
     def train_epoch(self, epoch: int) -> tuple[float, float]:

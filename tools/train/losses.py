@@ -2,7 +2,9 @@
 
 * heatmaps (pose-facts.md): per stack, mean over pixels of (target - output)^2 x weight, weight =
   ``foreground_weight`` (82) where the target is > 0 and 1 elsewhere; averaged over the batch.
-* SPM: mean squared error on the root map + ``disp_weight`` x masked L1 on displacements + ``depth_weight`` x
+* SPM: weighted mean squared error on the root map (weight ``root_weight`` where the target is > 0.01 and 1
+  elsewhere: without it the sparse root Gaussians are drowned by the background and the peaks stay far
+  below the decoding threshold) + ``disp_weight`` x masked L1 on displacements + ``depth_weight`` x
   masked L1 on depths (masked means are over labelled pixels only; no labels -> 0).
 
 Outputs larger or smaller than the targets (multi-scale stages) are resized to the target size first.
@@ -36,14 +38,17 @@ def masked_l1(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> t
     return ((_fit(pred, target) - target).abs() * mask).sum() / mask.sum().clamp_min(1.0)
 
 
-def spm_loss(outputs: list[dict], batch: dict, disp_weight: float = 1.0, depth_weight: float = 1.0) -> torch.Tensor:
-    """Root L2 + masked L1 displacements (+ masked L1 depths when the outputs have depth), summed over stages.
+def spm_loss(outputs: list[dict], batch: dict, disp_weight: float = 1.0, depth_weight: float = 1.0,
+             root_weight: float = 1.0) -> torch.Tensor:
+    """Weighted root L2 + masked L1 displacements (+ masked L1 depths when the outputs have depth), summed over stages.
 
     batch: ``root`` [B,1,H,W], ``disp`` / ``disp_mask`` [B,2K,H,W], ``depth`` / ``depth_mask`` [B,K,H,W].
     """
-    total = batch["root"].new_zeros(())
+    root = batch["root"]
+    weight = torch.where(root > 0.01, root_weight, 1.0)
+    total = root.new_zeros(())
     for out in outputs:
-        total = total + F.mse_loss(_fit(out["root"], batch["root"]), batch["root"])
+        total = total + ((_fit(out["root"], root) - root) ** 2 * weight).mean()
         total = total + disp_weight * masked_l1(out["disp"], batch["disp"], batch["disp_mask"])
         if "depth" in out and "depth" in batch:
             total = total + depth_weight * masked_l1(out["depth"], batch["depth"], batch["depth_mask"])
