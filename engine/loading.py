@@ -1,7 +1,7 @@
 """Model specs -> a loaded model description, and ``make_backend`` choosing the backend.
 
 Specs (docs/interfaces.md): ``NAME`` (zoo model ``models/zoo/NAME.safetensors`` + ``.json``),
-``PATH.safetensors`` (checkpoint + manifest beside it), ``PATH.onnx`` (manifest ``PATH.json`` beside it),
+``PATH.safetensors`` (checkpoint + manifest beside it), ``PATH.onnx`` (manifest ``PATH.onnx.json`` beside it),
 ``PATH.engine`` (TensorRT plan + manifest), ``random:NAME`` (``models.build_model(NAME)``, random weights:
 warns), or a ``torch.nn.Module`` with ``.config`` (a ``ModelConfig``) for code that built its own.
 """

@@ -31,8 +31,12 @@ REQUIRED = ("format", "format_version", "kind", "config", "layout", "input_size"
 
 
 def manifest_path(path: str | os.PathLike) -> Path:
-    """The manifest beside ``path`` (``x.safetensors`` / ``x.onnx`` / ``x.engine`` -> ``x.json``)."""
-    return Path(path).with_suffix(".json")
+    """The manifest beside ``path``: ``x.safetensors`` -> ``x.json``; ``x.onnx`` -> ``x.onnx.json`` and
+    ``x.engine`` -> ``x.engine.json`` (so an ONNX file and the engine built from it keep separate manifests)."""
+    path = Path(path)
+    if path.suffix in (".safetensors", ".json"):
+        return path.with_suffix(".json")
+    return path.with_name(path.name + ".json")
 
 
 def code_commit() -> str | None:

@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", nargs="?", help="checkpoint .safetensors (manifest .json beside it)")
     p.add_argument("--model", help="factory name from models.MODELS: export random weights (benchmarks only)")
-    p.add_argument("-o", "--output", required=True, help="output .onnx path; the manifest goes to the same name .json")
+    p.add_argument("-o", "--output", required=True, help="output .onnx path; the manifest goes beside it as PATH.onnx.json")
     p.add_argument("--with-decode", action="store_true", help="put the codec's decoding into the graph")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 17; default 17)")
     p.add_argument("--verify-batch", type=int, default=3, help="batch size of the ONNX Runtime check (default 3)")

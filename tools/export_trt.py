@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import torch
 
-    from models.checkpoint import manifest_config, read_manifest, write_manifest
+    from models.checkpoint import manifest_config, manifest_path, read_manifest, write_manifest
 
     if not torch.cuda.is_available():
         print("export_trt: TensorRT needs a CUDA GPU and torch sees none", file=sys.stderr)
@@ -251,8 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         manifest = read_manifest(onnx)
         if manifest["kind"] != "onnx" or "export" not in manifest:
-            raise ValueError(f"{onnx.with_suffix('.json')}: field 'kind' must be 'onnx' with an 'export' section")
-        config = manifest_config(manifest, onnx.with_suffix(".json"))
+            raise ValueError(f"{manifest_path(onnx)}: field 'kind' must be 'onnx' with an 'export' section")
+        config = manifest_config(manifest, manifest_path(onnx))
         cached, record = cached_plan(trt, onnx, manifest, config, args)
     except ValueError as err:
         print(f"export_trt: {err}", file=sys.stderr)
@@ -260,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(cached, out)
     write_manifest(out, {**manifest, "kind": "tensorrt", "export": {**manifest["export"], **record}})
-    print(f"export_trt: wrote {out} and {out.with_suffix('.json')} (keypoint diff {record['keypoint_diff_px']:.3f} px)")
+    print(f"export_trt: wrote {out} and {manifest_path(out)} (keypoint diff {record['keypoint_diff_px']:.3f} px)")
     return 0
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from models import build_model
-from models.checkpoint import load_checkpoint, read_manifest, save_checkpoint
+from models.checkpoint import load_checkpoint, manifest_path, read_manifest, save_checkpoint
 from tools import export_onnx, export_trt
 
 
@@ -71,7 +71,7 @@ def test_bare_model_name_exports_random_weights_and_says_so(tmp_path, capsys):
     path = tmp_path / "hg1_64.onnx"
     assert export_onnx.main(["--model", "hg1_64", "-o", str(path)]) == 0
     assert "RANDOM WEIGHTS" in capsys.readouterr().out
-    manifest = json.loads(path.with_suffix(".json").read_text())
+    manifest = json.loads(manifest_path(path).read_text())
     assert manifest["provenance"]["weights"] == "random" and manifest["config"]["name"] == "hg1_64"
 
 

