@@ -41,12 +41,12 @@ class PoseRecord:
         p = self.poses
         persons = []
         for i in range(len(p)):
-            kps = np.concatenate([p.xy[i], p.score[i][:, None]], axis=1)
+            kps = np.concatenate([p.xy[i], p.score[i][:, None]], axis=1).astype(np.float64)  # float64: short decimals
             persons.append({
                 "id": int(p.track_id[i]),
                 "score": round(float(p.person_score[i]), 4),
                 "keypoints": np.round(kps, 3).tolist(),
-                "keypoints_3d": None if p.xyz is None else np.round(p.xyz[i], 2).tolist(),
+                "keypoints_3d": None if p.xyz is None else np.round(p.xyz[i].astype(np.float64), 2).tolist(),
             })
         out = {
             "stream": self.stream, "frame": int(self.frame), "pts": self.pts, "capture_ns": self.capture_ns,
