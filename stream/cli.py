@@ -33,6 +33,8 @@ def _video_parser(sub) -> None:
     p.add_argument("--poses", help="JSON Lines pose file (one object per frame)")
     p.add_argument("--coco", help="COCO keypoint results JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--intrinsics", help="camera fx,fy,cx,cy in frame pixels, for 3D in millimetres (default: "
+                                        "f = frame width, c = frame centre)")
     add_model(p)
 
 
@@ -48,6 +50,8 @@ def _run_parser(sub) -> None:
     p.add_argument("--poses", help="also write a JSON Lines pose file")
     p.add_argument("--realtime", action="store_true", help="pace files at their frame rate (cameras always are)")
     p.add_argument("--no-progress", action="store_true", help="no frame counter")
+    p.add_argument("--intrinsics", help="camera fx,fy,cx,cy in frame pixels, for 3D in millimetres (default: "
+                                        "f = frame width, c = frame centre)")
     add_model(p)
 
 

@@ -87,6 +87,7 @@ def run_pipeline(source: str, lossless: bool, args, total: int | None = None) ->
     render_args += ["--show"] if getattr(args, "show", False) else []
     capture_args = ["--source", source, "--engine", eps["frames"], "--shm"] + (["--lossless"] if lossless else [])
     capture_args += ["--realtime"] if getattr(args, "realtime", False) else []
+    capture_args += ["--intrinsics", args.intrinsics] if getattr(args, "intrinsics", None) else []
     interrupt = _Interrupt()
     procs = {"engine": _spawn("serve", ["--frames", eps["frames"], "--publish", publish, "--deliver",
                                         eps["deliver"], *_model_args(args)], workdir)}

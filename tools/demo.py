@@ -45,6 +45,12 @@ def make_sample(out: Path, seed: int, frames: int, persons: tuple[int, int], lay
     return video, gt
 
 
+def clip_intrinsics(gt: Path) -> str:
+    """``fx,fy,cx,cy`` of the clip's camera (fixed for a clip) from its ground truth, for ``--intrinsics``."""
+    k = next(iter(read_pose_file(gt))).intrinsics
+    return ",".join(f"{k[name]:.4f}" for name in ("fx", "fy", "cx", "cy"))
+
+
 def headline(summary: dict) -> dict:
     """The few figures worth a line: OKS AP, MPJPE, PCKh and joint F1 where the summary has them."""
     out = {"frames": summary["frames"], "people": summary["gt_persons"]}
@@ -78,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
           f"(seed {args.seed}) in {out}/", flush=True)
     video, gt = make_sample(out, args.seed, args.frames, persons, "panoptic19")
     cmd = [sys.executable, "-m", "stream.cli", "video", str(video), "-o", str(out / "demo.mp4"),
-           "--poses", str(out / "demo.jsonl"), "--model", args.model]
+           "--poses", str(out / "demo.jsonl"), "--model", args.model, "--intrinsics", clip_intrinsics(gt)]
     print("posestream demo: $ posestream " + " ".join(cmd[3:]), flush=True)
     rc = subprocess.call(cmd)
     if rc != 0:
