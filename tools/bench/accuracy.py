@@ -1,0 +1,122 @@
+"""``python -m tools.bench accuracy``: accuracy of a model on held-out synthetic clips, offline and live.
+
+For each seed, a clip is generated (``tools.demo.make_sample``: 640x480, the model's layout) and scored
+against its exact ground truth twice: **offline** (``engine.Engine`` on the decoded frames, the clip's
+intrinsics given) and **through the pipeline** (``posestream video --intrinsics ...``: capture, engine and
+renderer processes, lossless). Both are pooled over all seeds. Figures: OKS AP, MPJPE (root-relative, mm) and
+3D PCK@150 mm for 3D models, PCKh@0.5 for layouts with a head segment, joint F1 (10 px).
+
+``--protocol crops`` (hourglass models) is the MPII protocol instead: each person of single images is cut
+out with its ground-truth box (the validation crop of tools.data.augment: square, margin 0.2) and PCKh@0.5
+is computed on the network's DARK-decoded keypoints; ``--seeds A-B`` gives a range of image seeds.
+
+Seeds must be held out: training draws its seeds from 10**10 upwards (tools/train/loop.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+from stream.posefile import read_pose_file
+from tools.bench.common import emit, machine
+from tools.demo import clip_intrinsics, headline, make_sample
+from tools.evaluate import _intrinsics, _video_frames, evaluate, predict
+
+
+def _renumber(records, offset: int):
+    return [replace(r, frame=r.frame + offset) for r in records]
+
+
+def run(model: str, layout: str, seeds: list[int], frames: int, persons: tuple[int, int], workdir: Path):
+    """(offline summary, pipeline summary) pooled over the seeds' clips."""
+    gts, offline, live = [], [], []
+    for n, seed in enumerate(seeds):
+        clip = workdir / str(seed)
+        clip.mkdir(parents=True, exist_ok=True)
+        video, gt_file = make_sample(clip, seed, frames, persons, layout)
+        gt = list(read_pose_file(gt_file))
+        offset = n * frames
+        gts += _renumber(gt, offset)
+        offline += _renumber(predict(model, _video_frames(video), _intrinsics(gt)), offset)
+        poses = clip / "poses.jsonl"
+        cmd = [sys.executable, "-m", "stream.cli", "video", str(video), "-o", str(clip / "out.mp4"), "--poses",
+               str(poses), "--model", model, "--no-progress", "--intrinsics", clip_intrinsics(gt_file)]
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        live += _renumber(list(read_pose_file(poses)), offset)
+    return evaluate(offline, gts), evaluate(live, gts)
+
+
+def crops_pckh(model: str, seeds: list[int], persons: tuple[int, int]) -> tuple[float, float, int]:
+    """(PCKh@0.5 without pelvis and thorax as in MPII tables, PCKh@0.5 of all joints, crops) on GT-box crops."""
+    import numpy as np
+    import torch
+
+    from engine.loading import resolve_model
+    from tools.data.augment import AugmentParams
+    from tools.data.dataset import Targets, synthetic_sample
+    from tools.metrics import pckh
+
+    module = resolve_model(model).module
+    config = module.config
+    targets = Targets(config, AugmentParams(input_size=config.input_size, train=False), max_persons=8)
+    codec = config.heatmap_codec()
+    mean, std = torch.tensor(config.mean).view(1, 3, 1, 1), torch.tensor(config.std).view(1, 3, 1, 1)
+    preds, gts, vis, heads = [], [], [], []
+    for seed in seeds:
+        sample, image = synthetic_sample(seed, config.layout, (640, 480), persons)
+        for item in targets(sample, image, np.random.default_rng(seed)):
+            x = (item["image"].flip(-1).permute(2, 0, 1)[None].float() - mean) / std
+            with torch.inference_mode():
+                xy, _ = codec.decode(module.infer(x)["heatmaps"].float(), method="dark")
+            preds.append(xy[0].numpy())
+            gts.append(item["keypoints"].numpy())
+            vis.append(item["vis"].numpy() > 0)
+            heads.append(float(item["head_size"]))
+    p, g, v, h = np.stack(preds), np.stack(gts), np.stack(vis), np.array(heads)
+    keep = [j for j, n in enumerate(targets.layout.names) if n not in ("pelvis", "thorax")]
+    return float(pckh(p[:, keep], g[:, keep], v[:, keep], h)[1]), float(pckh(p, g, v, h)[1]), len(p)
+
+
+def _seeds(text: str) -> list[int]:
+    if "-" in text:
+        a, b = (int(v) for v in text.split("-"))
+        return list(range(a, b + 1))
+    return [int(s) for s in text.split(",")]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m tools.bench accuracy", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="default", help="model spec (default: default)")
+    p.add_argument("--layout", default="panoptic19", help="ground truth layout: the model's (default panoptic19)")
+    p.add_argument("--seeds", default="31,32,33", help="held-out clip seeds, comma separated (default 31,32,33)")
+    p.add_argument("--frames", type=int, default=100, help="frames per clip (default 100)")
+    p.add_argument("--persons", default="2-5", help="people per clip, MIN-MAX (default 2-5)")
+    p.add_argument("--protocol", choices=("clips", "crops"), default="clips",
+                   help="clips: whole clips offline and through the pipeline; crops: hourglass on GT-box crops")
+    args = p.parse_args(argv)
+    lo, _, hi = args.persons.partition("-")
+    seeds, persons = _seeds(args.seeds), (int(lo), int(hi or lo))
+    if args.protocol == "crops":
+        mpii, every, n = crops_pckh(args.model, seeds, persons)
+        for case, value in (("crops_pckh@0.5", mpii), ("crops_pckh@0.5_all", every)):
+            emit("accuracy", case, value, "fraction", model=args.model, seeds=args.seeds, crops=n, machine=machine())
+        return 0
+    with tempfile.TemporaryDirectory(prefix="posestream-acc-") as tmp:
+        results = run(args.model, args.layout, seeds, args.frames, persons, Path(tmp))
+    for where, summary in zip(("offline", "pipeline"), results):
+        for key, value in headline(summary).items():
+            if key not in ("frames", "people"):
+                emit("accuracy", f"{where}_{key}", value, "mm" if key == "mpjpe_mm" else "fraction",
+                     model=args.model, layout=args.layout, seeds=seeds, frames=summary["frames"],
+                     people=summary["gt_persons"], machine=machine())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
