@@ -48,6 +48,8 @@ def _model_args(args) -> list[str]:
     out = ["--model", args.model, "--backend", args.backend, "--max-batch", str(args.max_batch)]
     if args.tracking:
         out.append("--tracking")
+    if args.refiner:
+        out += ["--refiner", args.refiner]
     if args.model_args:
         out += ["--model-args", json.dumps(args.model_args)]
     if args.metrics_port is not None:
