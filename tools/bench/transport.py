@@ -59,7 +59,9 @@ def _case(endpoint: str, size: tuple[int, int], mode: str, pings: int, frames: i
     results = mp.get_context("spawn").Queue()
     proc = mp.get_context("spawn").Process(target=_receiver, args=(endpoint, copy, pings + frames, results))
     proc.start()
-    assert results.get(timeout=60) == "ready"
+    status = results.get(timeout=60)
+    if status != "ready":
+        raise RuntimeError(f"bench transport: the receiver process did not start ({status!r})")
     from stream.transport import Policy, frame_dealer
 
     ctx = zmq.Context()
