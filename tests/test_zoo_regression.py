@@ -1,7 +1,9 @@
 """Regression guard for the shipped models: each runs through the full `posestream video` pipeline
 (capture, engine and renderer processes) on a freshly generated held-out clip, and its accuracy against the
-clip's exact ground truth must stay above the floors below (the measured figures of the shipped weights, in
-docs/benchmarks.md, minus a small margin).
+clip's exact ground truth must stay above the floors below: the figures the shipped weights measured on these
+very clips (2026-11-23, recorded in docs/benchmarks.md), minus a small margin. The issue's goals (SPM OKS AP
+>= 0.80 and MPJPE <= 60 mm, hourglass PCKh@0.5 >= 95%) are far above what the CPU-trained weights reach, so
+the floors guard what we ship, not those goals; raise them with every better model.
 """
 
 from __future__ import annotations
@@ -13,21 +15,24 @@ import pytest
 
 from engine.loading import zoo_dir
 from stream.posefile import read_pose_file
-from tools.demo import make_sample
+from tools.demo import clip_intrinsics, make_sample
 from tools.evaluate import evaluate
 
 # (zoo name, clip layout, people, frames, seed, {metric: (floor, higher_is_better)})
 # Seeds are held out: training draws its seeds from 10**10 upwards (tools/train/loop.py).
+# Measured: default joint F1 0.072, MPJPE 277 mm, 3D PCK@150mm 0.179; hg_mpii PCKh@0.5 0.832, OKS AP 0.863.
 CASES = [
     ("default", "panoptic19", (2, 4), 60, 5151,
-     {"oks_ap": (0.0, True), "mpjpe_mm": (1e9, False)}),
+     {"joint_f1": (0.05, True), "mpjpe_mm": (330.0, False), "pck3d@150mm": (0.13, True)}),
     ("hg_mpii", "mpii16", (1, 1), 60, 6262,
-     {"pckh@0.5": (0.0, True)}),
+     {"pckh@0.5": (0.78, True), "oks_ap": (0.81, True)}),
 ]
 
 
 def _metric(summary: dict, name: str) -> float:
-    return summary["oks"]["AP"] if name == "oks_ap" else summary[name]
+    if name == "oks_ap":
+        return summary["oks"]["AP"]
+    return summary["joints"]["f1"] if name == "joint_f1" else summary[name]
 
 
 @pytest.mark.slow
@@ -38,7 +43,7 @@ def test_shipped_model_through_the_pipeline_keeps_its_accuracy(tmp_path, name, l
     video, gt = make_sample(tmp_path, seed, frames, persons, layout)
     poses = tmp_path / "poses.jsonl"
     cmd = [sys.executable, "-m", "stream.cli", "video", str(video), "-o", str(tmp_path / "out.mp4"),
-           "--poses", str(poses), "--model", name, "--no-progress"]
+           "--poses", str(poses), "--model", name, "--no-progress", "--intrinsics", clip_intrinsics(gt)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     summary = evaluate(read_pose_file(poses), read_pose_file(gt))
