@@ -141,11 +141,6 @@ class Layout:
         """One BGR colour per bone: left, right or centre by the joints' names."""
         return tuple(_side_color(self.names[a], self.names[b]) for a, b in self.bones)
 
-    @property
-    def hierarchy_order(self) -> tuple[int, ...]:
-        """Joints sorted so that every parent comes before its children."""
-        return tuple(sorted(range(self.num_joints), key=lambda j: self.levels[j]))
-
     def root_point(self, keypoints: np.ndarray) -> np.ndarray:
         """Root point [..., D] of keypoints [..., K, D] (mean of ``root_joints``)."""
         return np.asarray(keypoints)[..., list(self.root_joints), :].mean(axis=-2)

@@ -16,12 +16,9 @@ def test_layout_is_consistent(layout):
     for a, b in layout.flip_pairs:
         assert layout.names[a].startswith("l_") and layout.names[b].startswith("r_")
         assert layout.names[a][2:] == layout.names[b][2:]
-    # every parent is reached before its child
-    order = layout.hierarchy_order
-    seen = set()
-    for j in order:
-        assert layout.parents[j] == -1 or layout.parents[j] in seen
-        seen.add(j)
+    # every parent sits one level above its child (the SPM decoder chains level by level)
+    for j, p in enumerate(layout.parents):
+        assert layout.levels[j] == (2 if p == -1 else layout.levels[p] + 1)
     assert len(layout.bone_colors) == len(layout.bones)
 
 

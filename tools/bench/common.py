@@ -3,28 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
-import sys
 import time
 from collections.abc import Callable
 
 
 def machine() -> str:
     """A short description of this machine for benchmark records."""
-    try:
-        import os
-
-        cores = os.cpu_count()
-    except Exception:  # pragma: no cover
-        cores = None
-    return f"{platform.machine()} {cores} cores, {platform.system()} {platform.release()}, Python {platform.python_version()}"
+    return f"{platform.machine()} {os.cpu_count()} cores, {platform.system()} {platform.release()}, Python {platform.python_version()}"
 
 
 def emit(bench: str, case: str, value: float, unit: str, **extra) -> None:
     """Print one measurement as a JSON line."""
     record = {"bench": bench, "case": case, "value": round(float(value), 6), "unit": unit, **extra}
     print(json.dumps(record), flush=True)
-    sys.stdout.flush()
 
 
 def time_call(fn: Callable[[], object], repeat: int = 20, warmup: int = 3, sync: Callable[[], None] | None = None) -> float:
