@@ -6,7 +6,8 @@ Modes, chosen by the models:
   when the model has depth maps).
 * **single-person** (an hourglass): one person per frame, with ROI tracking per stream: the next frame's
   crop comes from this frame's keypoints, back to the whole (letterboxed) frame when the mean joint score
-  drops below ``RoiParams.threshold``. Within one ``infer`` call, frames of a stream all use the ROI of the
+  drops below ``RoiParams.threshold`` (a frame seen whole gets a second look at the crop of its keypoints,
+  ``RoiParams.second_look``). Within one ``infer`` call, frames of a stream all use the ROI of the
   stream's last finished frame (so a batch never waits on itself).
 * **cascade** (an SPM model plus ``refiner=`` an hourglass): SPM finds the people, the hourglass refines a
   crop of each person (crops of the whole batch batched together). Results are in the refiner's layout;
@@ -137,9 +138,27 @@ class Engine:
         rois = [self._rois.get(sid) if self.roi else None for sid in ids]
         matrices = [lb if roi is None else roi.matrix for lb, roi in zip(letterboxes, rois)]
         out = self.stage.run(frames, matrices)
+        if self.roi and self.roi.second_look:
+            out = self._second_look(frames, rois, out)
         if self.roi:
             for sid, poses in zip(ids, out):
                 self._rois[sid] = next_roi(poses.xy[0], poses.score[0], self.input_size, self.roi)
+        return out
+
+    def _second_look(self, frames, rois, out: list[Poses]) -> list[Poses]:
+        """Frames seen whole run again on the crop of their keypoints; the more confident look is kept."""
+        idx, crops = [], []
+        for i, roi in enumerate(rois):
+            crop = None if roi is not None else crop_from_keypoints(out[i].xy[0], out[i].score[0], self.input_size,
+                                                                    self.roi)
+            if crop is not None:
+                idx.append(i), crops.append(crop.matrix)
+        if not idx:
+            return out
+        out = list(out)
+        for i, poses in zip(idx, self.stage.run(frames, crops, idx)):
+            if poses.score.mean() > out[i].score.mean():
+                out[i] = poses
         return out
 
     def _cascade(self, frames, intrinsics) -> list[Poses]:

@@ -68,7 +68,7 @@ class PostProcessor:
             xy, score = self.codec.decode(outputs["heatmaps"].float(), method="dark")
             score = score.clamp(0.0, 1.0)
             return Decoded(xy[:, None], score[:, None], score.mean(-1, keepdim=True))
-        maps = {k: v.float() for k, v in outputs.items() if k in ("root", "disp", "depth")}
+        maps = {k: v.float() for k, v in outputs.items() if k in ("root", "disp", "depth", "heatmaps")}
         if not {"root", "disp"} <= set(maps):
             raise ValueError(f"SPM outputs need 'root' and 'disp', got {sorted(outputs)}")
         if not self.has_3d:

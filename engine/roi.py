@@ -19,6 +19,9 @@ class RoiParams:
         min_joints: fewer confident joints than this -> no crop.
         margin: the joints' box is grown by this factor (each side), then widened to the input's aspect.
         min_size: smallest crop side in frame pixels.
+        second_look: a frame without an ROI (seen whole, its person small in the input) is run again on the
+            crop its keypoints give, and the look with the higher mean joint score is kept: acquisition at
+            crop resolution, for one extra pass on such frames only.
     """
 
     threshold: float = 0.3
@@ -26,6 +29,7 @@ class RoiParams:
     min_joints: int = 4
     margin: float = 1.4
     min_size: float = 32.0
+    second_look: bool = True
 
     def __post_init__(self) -> None:
         if self.margin < 1.0 or self.min_joints < 2 or self.min_size <= 0:

@@ -156,8 +156,24 @@ def load_checkpoint(path: str | os.PathLike, expect_layout: str | None = None, d
     return model.eval().to(device)
 
 
-def _read_tensors(path: Path, manifest: dict, expected: dict) -> dict:
-    """Tensors of ``path`` checked against the manifest's hash and the model's state dict ``expected``."""
+def load_matching(model, path: str | os.PathLike) -> list[str]:
+    """Copy into ``model`` each tensor of the checkpoint at ``path`` whose name and shape match (fine-tuning,
+    or starting a network grown by a head from its smaller self); returns the names of ``model``'s tensors
+    that were left as they were. Raises ValueError when nothing matches."""
+    path = Path(path)
+    manifest = read_manifest(path)
+    tensors = _verified_tensors(path, manifest)
+    state = model.state_dict()
+    same = {n: t.to(state[n].dtype) for n, t in tensors.items()
+            if n in state and tuple(t.shape) == tuple(state[n].shape)}
+    if not same:
+        raise ValueError(f"{path}: no tensor matches the network by name and shape")
+    model.load_state_dict(same, strict=False)
+    return sorted(set(state) - set(same))
+
+
+def _verified_tensors(path: Path, manifest: dict) -> dict:
+    """Tensors of ``path`` checked against the manifest's hash."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -173,6 +189,12 @@ def _read_tensors(path: Path, manifest: dict, expected: dict) -> dict:
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as err:
         raise ValueError(f"{path}: not a readable safetensors file: {err}") from None
+    return tensors
+
+
+def _read_tensors(path: Path, manifest: dict, expected: dict) -> dict:
+    """Tensors of ``path`` checked against the manifest's hash and the model's state dict ``expected``."""
+    tensors = _verified_tensors(path, manifest)
     missing = sorted(set(expected) - set(tensors))
     extra = sorted(set(tensors) - set(expected))
     if missing or extra:

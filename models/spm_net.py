@@ -6,7 +6,9 @@ stride 4, the maps of the SPM codec (models/codecs):
 * ``root``  ``[B, 1, H/4, W/4]``: person-centre confidence (linear output, trained with L2 towards a
   Gaussian in [0, 1]);
 * ``disp``  ``[B, 2K, H/4, W/4]``: per-joint (dx, dy) displacements, normalised as the codec says;
-* ``depth`` ``[B, K, H/4, W/4]``: root depth and relative depths, normalised as the codec says.
+* ``depth`` ``[B, K, H/4, W/4]``: root depth and relative depths, normalised as the codec says;
+* ``heatmaps`` ``[B, K, H/4, W/4]`` (only when the codec's ``heatmap_sigma`` > 0): joint heatmaps, used by the
+  decoder to place each regressed joint precisely.
 
 Like the stacked hourglass, each stage's features and its maps are projected back (1x1 convolutions) into
 the next stage: intermediate supervision at every stage.
@@ -39,6 +41,8 @@ class SPMNet(nn.Module):
         self.config = config
         w, k, n, blocks = int(a["width"]), config.num_joints, int(a["stages"]), int(a["blocks"])
         self.channels = {"root": 1, "disp": 2 * k, "depth": k}
+        if config.spm_codec().params.heatmap_sigma > 0:
+            self.channels["heatmaps"] = k
         self.stem = make_stem(w, a["stem"])
         self.hourglasses = nn.ModuleList(Hourglass(w, int(a["depth"]), blocks) for _ in range(n))
         self.features = nn.ModuleList(head_features(w, blocks) for _ in range(n))
@@ -62,5 +66,5 @@ class SPMNet(nn.Module):
         return outputs
 
     def infer(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Last stage's maps ``{"root", "disp", "depth"}``."""
+        """Last stage's maps ``{"root", "disp", "depth"}`` (and ``"heatmaps"``)."""
         return self.forward(x)[-1]

@@ -85,6 +85,8 @@ def io_names(config, with_decode: bool) -> tuple[list[str], list[str]]:
     """(input names, output names) of the exported graph."""
     if not with_decode:
         outputs = ["heatmaps"] if config.arch == "hourglass" else ["root", "disp", "depth"]
+        if config.arch == "spm" and config.spm_codec().params.heatmap_sigma > 0:
+            outputs.append("heatmaps")
         return ["input"], outputs
     if config.arch == "hourglass":
         return ["input"], ["xy", "score"]

@@ -13,6 +13,10 @@ Representation (output maps of size ``(w, h) = input_size / stride``, Z = sqrt(w
   scale folded into ``f_x``); every other joint holds ``(Z_j - Z_parent) / depth_scale`` with the parent of a
   root-level joint being the anchor. Written on the same pixels as ``disp``.
 * ``disp_mask`` [2K,H,W] and ``depth_mask`` [K,H,W]: 1 where a label exists (for masked losses).
+* ``heatmaps`` [K,H,W] (only when ``heatmap_sigma > 0``): per joint, a Gaussian (``heatmap_sigma`` output pixels,
+  peak 1, cut at 3 sigma) at every person's labelled joint, merged by element-wise max. Displacements say which
+  person a joint belongs to; the heatmaps say precisely where it is: decoding snaps each regressed joint to its
+  heatmap's maximum within ``refine_window`` (CenterNet / DEKR-style grouping by regression).
 
 Unknown intrinsics mean ``f_x = f_y = input width`` and ``c = input centre`` (``(w / 2 - 0.5, h / 2 - 0.5)`` in the
 pixel-centre convention). Decoding lives in :mod:`models.codecs.spm_decode`.
@@ -45,6 +49,9 @@ class SPMParams:
         max_persons: fixed person count P of the decoded outputs.
         root_threshold: minimum root-map value of a person (> 0).
         disp_window: odd size of the window around each root whose reads are averaged when decoding.
+        heatmap_sigma: > 0: joint heatmaps are encoded (and the network predicts them); 0: none.
+        refine_window: odd size of the window around each regressed joint searched for its heatmap maximum.
+        refine_threshold: a joint moves to that maximum only when it is at least this high.
     """
 
     input_size: tuple[int, int]
@@ -57,6 +64,9 @@ class SPMParams:
     max_persons: int = 20
     root_threshold: float = 0.5
     disp_window: int = 1
+    heatmap_sigma: float = 0.0
+    refine_window: int = 5
+    refine_threshold: float = 0.1
 
     def __post_init__(self):
         object.__setattr__(self, "input_size", tuple(int(v) for v in self.input_size))
@@ -69,8 +79,12 @@ class SPMParams:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
         if self.max_persons < 1 or self.max_persons > (w // self.stride) * (h // self.stride):
             raise ValueError(f"max_persons must be in 1..map pixels, got {self.max_persons}")
-        if self.disp_window < 1 or self.disp_window % 2 == 0:
-            raise ValueError(f"disp_window must be a positive odd integer, got {self.disp_window}")
+        for name in ("disp_window", "refine_window"):
+            if getattr(self, name) < 1 or getattr(self, name) % 2 == 0:
+                raise ValueError(f"{name} must be a positive odd integer, got {getattr(self, name)!r}")
+        for name in ("heatmap_sigma", "refine_threshold"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
 
     @property
     def map_size(self) -> tuple[int, int]:
@@ -117,7 +131,9 @@ class SPMCodec:
             intrinsics: optional (fx, fy, cx, cy) in input pixels (only fx is used).
         Returns:
             dict of float32 arrays (numpy in -> numpy out, torch in -> torch out): ``root`` [1,H,W], ``disp`` and
-            ``disp_mask`` [2K,H,W], ``depth`` and ``depth_mask`` [K,H,W] (zero without ``xyz``).
+            ``disp_mask`` [2K,H,W], ``depth`` and ``depth_mask`` [K,H,W] (zero without ``xyz``), and with
+            ``heatmap_sigma > 0`` ``heatmaps`` [K,H,W] (every labelled joint, including those of persons
+            without a root).
             Persons without any labelled root joint are left out.
         """
         device = keypoints.device if isinstance(keypoints, torch.Tensor) else None
@@ -141,6 +157,8 @@ class SPMCodec:
         if not fx > 0:
             raise ValueError(f"intrinsics fx must be positive, got {fx!r}")
         out = self._encode(uv[keep], vis[keep], root[keep], z, fx)
+        if self.params.heatmap_sigma > 0:
+            out["heatmaps"] = self._heatmaps(uv, vis)
         return {name: like_input(keypoints, value.to(torch.float32)) for name, value in out.items()}
 
     def _encode(self, uv, vis, root, z, fx) -> dict[str, torch.Tensor]:
@@ -175,6 +193,17 @@ class SPMCodec:
             out["depth"] = torch.where(dmask, target[owner], 0.0).permute(2, 0, 1)
             out["depth_mask"] = dmask.permute(2, 0, 1).double()
         return out
+
+    def _heatmaps(self, uv, vis) -> torch.Tensor:
+        """uv [N,K,2] map px, vis [N,K] bool -> [K,H,W] max-merged Gaussians cut at 3 sigma."""
+        (w, h), k, sigma = self.params.map_size, self.layout.num_joints, self.params.heatmap_sigma
+        ys, xs = self._grid(uv.device)
+        if uv.shape[0] == 0:
+            return torch.zeros((k, h, w), dtype=torch.float64, device=uv.device)
+        uv = torch.where(vis[..., None], uv, -1e6)  # unlabelled joints land far outside the map
+        d2 = (xs - uv[..., 0, None, None]) ** 2 + (ys - uv[..., 1, None, None]) ** 2  # [N,K,H,W]
+        g = torch.where(d2 <= 9 * sigma * sigma, torch.exp(-d2 / (2 * sigma * sigma)), 0.0)
+        return g.amax(dim=0)
 
     def decode(self, outputs: dict, intrinsics: torch.Tensor | None = None) -> SPMDecoded:
         """Network outputs -> padded per-person poses; see :func:`models.codecs.spm_decode.decode_spm`."""

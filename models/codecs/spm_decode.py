@@ -1,8 +1,9 @@
 """SPM / SMAP decoding on torch with static shapes (ONNX-exportable, batched, CPU/CUDA).
 
 Steps: 3x3 max-pool NMS + threshold on the root map, top-k with k = ``max_persons``, displacement reads at
-each root (averaged over a ``disp_window`` square), chaining along the layout's hierarchy, depth reads and
-chaining from the anchor, back-projection with the intrinsics. Rows past ``count`` are zero.
+each root (averaged over a ``disp_window`` square), chaining along the layout's hierarchy, with joint heatmaps
+snapping each joint to its heatmap's maximum near the regressed point (argmax + quarter offset), depth reads
+and chaining from the anchor, back-projection with the intrinsics. Rows past ``count`` are zero.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ class SPMDecoded(NamedTuple):
 
     Attributes:
         xy: [B,P,K,2] input pixels.
-        score: [B,P,K] per-joint score (the person's root score).
+        score: [B,P,K] per-joint score: the joint heatmap's maximum near the joint when the network has
+            heatmaps, else the person's root score.
         person_score: [B,P] root-map value at the person's root, 0 for padded rows.
         count: [B] int64 number of valid rows (they come first, by decreasing score).
         xyz: [B,P,K,3] camera coordinates in mm, or None without a depth output.
@@ -33,15 +35,47 @@ class SPMDecoded(NamedTuple):
 
 def _check_outputs(codec, outputs: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     (w, h), k = codec.params.map_size, codec.layout.num_joints
-    shapes = {"root": 1, "disp": 2 * k, "depth": k}
+    shapes = {"root": 1, "disp": 2 * k, "depth": k, "heatmaps": k}
     for name, channels in shapes.items():
         value = outputs.get(name)
-        if value is None and name == "depth":
+        if value is None and name in ("depth", "heatmaps"):
             continue
         if not isinstance(value, torch.Tensor) or value.dim() != 4 or tuple(value.shape[1:]) != (channels, h, w):
             got = list(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
             raise ValueError(f"outputs[{name!r}] must be a torch tensor [B,{channels},{h},{w}], got {got}")
     return outputs["root"], outputs["disp"], outputs.get("depth")
+
+
+def _read(maps: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-joint reads of maps [B,K,H,W] at integer (x, y) [B,P,K] (clamped to the map): [B,P,K]."""
+    b, k, h, w = maps.shape
+    idx = (y.clamp(0, h - 1) * w + x.clamp(0, w - 1)).transpose(1, 2)  # [B,K,P]
+    return torch.gather(maps.flatten(2), 2, idx).transpose(1, 2)
+
+
+def refine(xy: torch.Tensor, heatmaps: torch.Tensor, window: int, threshold: float):
+    """Snap joints xy [B,P,K,2] (map px) to their heatmap's maximum in a ``window`` square around them.
+
+    The maximum gets a quarter-pixel step towards its higher neighbour on each axis. Joints whose maximum is
+    below ``threshold`` (not seen by the heatmaps) keep their regressed position.
+    Returns (xy [B,P,K,2], score [B,P,K] = the maximum, clamped to [0, 1]).
+    """
+    h, w = heatmaps.shape[2:]
+    cx = xy[..., 0].round().clamp(0, w - 1).long()
+    cy = xy[..., 1].round().clamp(0, h - 1).long()
+    r = window // 2
+    offsets = [(ox, oy) for oy in range(-r, r + 1) for ox in range(-r, r + 1)]
+    reads = torch.stack([_read(heatmaps, cx + ox, cy + oy) for ox, oy in offsets], dim=-1)  # [B,P,K,W*W]
+    # Off-map positions are clamped onto the edge: they repeat an edge read and can only tie with it.
+    best, arg = reads.max(dim=-1)
+    off = torch.tensor(offsets, device=xy.device)
+    bx = (cx + off[arg, 0]).clamp(0, w - 1)
+    by = (cy + off[arg, 1]).clamp(0, h - 1)
+    dx = torch.sign(_read(heatmaps, bx + 1, by) - _read(heatmaps, bx - 1, by)) * 0.25
+    dy = torch.sign(_read(heatmaps, bx, by + 1) - _read(heatmaps, bx, by - 1)) * 0.25
+    snapped = torch.stack([bx.to(xy.dtype) + dx, by.to(xy.dtype) + dy], dim=-1)
+    keep = (best >= threshold)[..., None]
+    return torch.where(keep, snapped, xy), best.clamp(0.0, 1.0)
 
 
 def find_roots(root: torch.Tensor, max_persons: int, threshold: float):
@@ -105,7 +139,7 @@ def decode_spm(codec, outputs: dict, intrinsics: torch.Tensor | None = None) -> 
 
     Args:
         codec: the SPMCodec that made the targets.
-        outputs: {"root" [B,1,H,W], "disp" [B,2K,H,W], optional "depth" [B,K,H,W]}.
+        outputs: {"root" [B,1,H,W], "disp" [B,2K,H,W], optional "depth" and "heatmaps" [B,K,H,W]}.
         intrinsics: [B,4] (fx, fy, cx, cy) in input pixels, or None for the codec's defaults.
     Returns:
         SPMDecoded with static shapes (P = max_persons).
@@ -118,9 +152,14 @@ def decode_spm(codec, outputs: dict, intrinsics: torch.Tensor | None = None) -> 
     from_root = torch.tensor(codec.from_root, dtype=disp.dtype, device=disp.device)
     est = _window_mean(disp, x, y, p.disp_window, from_root, p.z).reshape(b, -1, k, 2)  # map px
     xy = _chain(est, codec.disp_parent, lay.levels, codec.from_root)
-    xy = ((xy + 0.5) * p.stride - 0.5) * valid[:, :, None, None]
     person_score = pscore * valid
-    score = person_score[:, :, None].expand(-1, -1, k)
+    heatmaps = outputs.get("heatmaps")
+    if heatmaps is None:
+        score = person_score[:, :, None].expand(-1, -1, k)
+    else:
+        xy, score = refine(xy, heatmaps, p.refine_window, p.refine_threshold)
+        score = score * valid[:, :, None]
+    xy = ((xy + 0.5) * p.stride - 0.5) * valid[:, :, None, None]
     xyz = None
     if depth is not None:
         cam = _intrinsics(codec, intrinsics, depth)

@@ -11,7 +11,8 @@ import torch
 from engine import Engine
 from engine.backends import OnnxRuntimeBackend, TorchBackend, batch_buckets, check_trt_manifest
 from engine.loading import make_backend, resolve_model
-from tests.engine.conftest import random_frames
+from models import build_model
+from tests.engine.conftest import SPM_ARGS, random_frames
 
 CUDA = torch.cuda.is_available()
 
@@ -147,3 +148,18 @@ def test_spm_torch_and_onnxruntime_agree(spm_model, onnx_cache):
     _keypoints_close(*outs)
     for a, b in zip(*outs):
         np.testing.assert_allclose(a.xyz, b.xyz, rtol=1e-3, atol=1.0)
+
+
+def test_spm_with_joint_heatmaps_agrees_on_torch_and_onnxruntime(onnx_cache):
+    torch.manual_seed(4)
+    model = build_model("spm_small", **{**SPM_ARGS, "codec": {**SPM_ARGS["codec"], "heatmap_sigma": 1.5}}).eval()
+    with torch.no_grad():  # root peaks and joint peaks from random weights
+        model.heads[-1]["root"].bias += 0.8
+        model.heads[-1]["heatmaps"].bias += 0.3
+    frames = random_frames(3, seed=2)
+    outs = [Engine(model, backend, device="cpu", cache_dir=onnx_cache).infer(frames)
+            for backend in ("torch", "onnxruntime")]
+    assert sum(len(p) for p in outs[0]) > 0
+    _keypoints_close(*outs)
+    poses = [p for p in outs[0] if len(p)]  # joint scores are the heatmap maxima, not the person's score
+    assert any((p.score != p.person_score[:, None]).any() for p in poses)

@@ -32,8 +32,9 @@ def test_chunks_of_max_batch_equal_single_frames(hg_model):
 def test_roi_uses_previous_keypoints_and_falls_back(hg_model):
     frames = random_frames(3, seed=2, sizes=((160, 120),))
     plain = Engine(hg_model, "torch", device="cpu", roi=False).infer(frames)
-    always = Engine(hg_model, "torch", device="cpu", roi=RoiParams(threshold=0.0, joint_threshold=-1.0))
-    never = Engine(hg_model, "torch", device="cpu", roi=RoiParams(threshold=1e9))
+    always = Engine(hg_model, "torch", device="cpu",
+                    roi=RoiParams(threshold=0.0, joint_threshold=-1.0, second_look=False))
+    never = Engine(hg_model, "torch", device="cpu", roi=RoiParams(threshold=1e9, second_look=False))
     got_always = [always.infer([f], stream_ids=["s"])[0] for f in frames]
     got_never = [never.infer([f], stream_ids=["s"])[0] for f in frames]
     for a, b in zip(got_never, plain):  # confidence never good enough: whole frames every time
@@ -46,8 +47,27 @@ def test_roi_uses_previous_keypoints_and_falls_back(hg_model):
     assert always._rois["s"] is not None and never._rois["s"] is None
 
 
+def test_a_frame_seen_whole_gets_a_second_look_at_its_crop(hg_model):
+    frames = random_frames(4, seed=6, sizes=((160, 120),))
+    params = RoiParams(threshold=1e9, joint_threshold=-1.0)  # never tracked: every frame is seen whole
+    plain = Engine(hg_model, "torch", device="cpu", roi=False)
+    got = Engine(hg_model, "torch", device="cpu", roi=params).infer(frames)
+    kept = set()
+    for frame, first, poses in zip(frames, plain.infer(frames), got):
+        crop = crop_from_keypoints(first.xy[0], first.score[0], (64, 64), params)
+        second = plain.stage.run([frame], [crop.matrix])[0]
+        want = second if second.score.mean() > first.score.mean() else first
+        np.testing.assert_allclose(poses.xy, want.xy, atol=1e-2)
+        kept.add(want is second)
+    assert kept == {True, False}  # both outcomes occur on these frames
+    no_crop = Engine(hg_model, "torch", device="cpu", roi=RoiParams(threshold=1e9, min_joints=99)).infer(frames)
+    for a, b in zip(no_crop, plain.infer(frames)):
+        np.testing.assert_allclose(a.xy, b.xy, atol=1e-2)
+
+
 def test_roi_state_is_per_stream(hg_model):
-    engine = Engine(hg_model, "torch", device="cpu", roi=RoiParams(threshold=0.0, joint_threshold=-1.0))
+    engine = Engine(hg_model, "torch", device="cpu",
+                    roi=RoiParams(threshold=0.0, joint_threshold=-1.0, second_look=False))
     a, b = random_frames(2, seed=9, sizes=((160, 120),))
     engine.infer([a], stream_ids=["a"])
     first_b = engine.infer([b], stream_ids=["b"])[0]  # stream b has no ROI yet: whole frame

@@ -5,7 +5,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from models import build_model
-from models.checkpoint import file_sha256, load_checkpoint, read_manifest, save_checkpoint
+from models.checkpoint import file_sha256, load_checkpoint, load_matching, read_manifest, save_checkpoint
 
 
 def _trained_tiny(name="hg2", **overrides):
@@ -129,3 +129,20 @@ def test_layout_field_must_agree_with_the_config(saved):
     _rewrite_manifest(saved, lambda m: m.update(layout="coco17"))
     with pytest.raises(ValueError, match=r"field 'layout' \('coco17'\) disagrees with config.layout"):
         read_manifest(saved)
+
+
+def test_a_grown_network_starts_from_the_matching_tensors(tmp_path):
+    small = _trained_tiny("spm_small")
+    path = tmp_path / "small.safetensors"
+    save_checkpoint(small, path)
+    torch.manual_seed(9)
+    grown = build_model("spm_small", arch_args={"width": 16}, input_size=(64, 64), codec={"heatmap_sigma": 1.5})
+    assert load_matching(grown, path) == ["heads.0.heatmaps.bias", "heads.0.heatmaps.weight"]
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        got, want = grown.eval().infer(x), small.infer(x)
+    assert set(got) == {"root", "disp", "depth", "heatmaps"}
+    for name in want:
+        torch.testing.assert_close(got[name], want[name])
+    with pytest.raises(ValueError, match="no tensor matches"):
+        load_matching(torch.nn.Linear(2, 2), path)

@@ -177,3 +177,60 @@ def test_decode_on_cuda_matches_cpu():
     gpu = codec.decode({name: torch.from_numpy(t[name])[None].cuda() for name in ("root", "disp", "depth")})
     np.testing.assert_allclose(gpu.xy.cpu().numpy(), cpu.xy.numpy(), atol=1e-3)
     np.testing.assert_allclose(gpu.xyz.cpu().numpy(), cpu.xyz.numpy(), rtol=1e-5, atol=1e-2)
+
+
+def _heat_codec(**kw):
+    return SPMCodec(SPMParams(INPUT, layout="panoptic19", heatmap_sigma=1.5, **kw))
+
+
+def test_heatmaps_peak_at_labelled_joints_and_merge_by_max():
+    codec = _heat_codec()
+    kp, _, _ = _scene(codec, 2, 11, codec.default_intrinsics())
+    kp[1] = kp[0] + 2.0  # person 1 stands half a map pixel off person 0: the Gaussians overlap
+    vis = np.ones(kp.shape[:2])
+    vis[:, 5] = 0  # l_wrist unlabelled for both
+    heat = codec.encode(kp, vis)["heatmaps"]
+    assert heat.shape == (19, 64, 80) and "heatmaps" not in SPMCodec(SPMParams(INPUT)).encode(kp[:, :17], vis[:, :17])
+    assert heat.max() <= 1.0 and not heat[5].any()
+    uv = (kp + 0.5) / 4 - 0.5
+    for j in (0, 3, 11):  # on the map: the pixel nearest the joint holds about the Gaussian's peak
+        x, y = np.rint(uv[0, j]).astype(int)
+        if 0 <= x < 80 and 0 <= y < 64:
+            assert heat[j, y, x] > 0.75
+            single = codec.encode(kp[:1], vis[:1])["heatmaps"]
+            np.testing.assert_allclose(heat[j], np.maximum(single[j], codec.encode(kp[1:], vis[1:])["heatmaps"][j]))
+
+
+def test_heatmaps_snap_regressed_joints_onto_their_peaks():
+    codec = _heat_codec()
+    kp, _, roots = _scene(codec, 4, 12, codec.default_intrinsics())
+    kp = np.clip(kp, 8, [311, 247])  # joints on the map, away from its border
+    t = codec.encode(kp, np.ones(kp.shape[:2]))
+    maps = {name: torch.from_numpy(t[name])[None] for name in ("root", "disp", "heatmaps")}
+    noise = torch.from_numpy(np.random.default_rng(0).uniform(-1.5, 1.5, maps["disp"].shape)).float()
+    maps["disp"] = maps["disp"] + noise / codec.params.z  # up to 1.5 map px (6 input px) of regression error
+    errors = {}
+    for with_heat in (False, True):
+        decoded = codec.decode(maps if with_heat else {k: v for k, v in maps.items() if k != "heatmaps"})
+        order = _match(decoded.xy[0].numpy(), 4, roots, codec)
+        errors[with_heat] = np.linalg.norm(decoded.xy[0, order].numpy() - kp, axis=-1)
+        if with_heat:
+            assert decoded.score[0, :4].min() > 0.5 and not decoded.score[0, 4:].any()
+    assert errors[False].mean() > 2.0
+    assert errors[True].mean() < 0.8 and errors[True].max() < 1.5  # argmax + quarter offset: within 1 input px
+
+
+def test_joints_the_heatmaps_do_not_see_keep_their_regressed_position():
+    codec = _heat_codec()
+    kp, _, _ = _scene(codec, 3, 13, codec.default_intrinsics())
+    t = codec.encode(kp, np.ones(kp.shape[:2]))
+    maps = {name: torch.from_numpy(t[name])[None] for name in ("root", "disp")}
+    plain = codec.decode(maps)
+    blind = codec.decode({**maps, "heatmaps": torch.full((1, 19, 64, 80), 0.05)})  # below refine_threshold 0.1
+    np.testing.assert_array_equal(blind.xy.numpy(), plain.xy.numpy())
+    np.testing.assert_allclose(blind.score[0, :3].numpy(), 0.05)
+    with pytest.raises(ValueError, match="heatmaps"):
+        codec.decode({**maps, "heatmaps": torch.zeros(1, 17, 64, 80)})
+    for bad in ({"refine_window": 4}, {"heatmap_sigma": -1.0}, {"refine_threshold": float("nan")}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            SPMParams(INPUT, **bad)

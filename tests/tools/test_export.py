@@ -30,6 +30,7 @@ def _run(session, feed):
 @pytest.mark.parametrize("name, overrides", [
     ("hg2", {"arch_args": {"width": 16}, "input_size": (128, 64)}),
     ("spm_small", {"arch_args": {"width": 16}, "input_size": (96, 64)}),
+    ("spm_small", {"arch_args": {"width": 16}, "input_size": (96, 64), "codec": {"heatmap_sigma": 1.5}}),
 ])
 def test_onnx_export_with_and_without_decode_agrees_with_pytorch(tmp_path, capsys, name, overrides):
     ckpt = _checkpoint(tmp_path, name, **overrides)

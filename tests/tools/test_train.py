@@ -53,6 +53,13 @@ def test_spm_loss_is_masked():
     assert masked_l1(out["disp"], b["disp"], b["disp_mask"]).item() == 1.0
     assert masked_l1(out["depth"], b["depth"], b["depth_mask"]).item() == 0.0  # nothing labelled
     assert spm_loss([out], b, disp_weight=2.0).item() == pytest.approx(0.25 + 2.0)
+    heat = torch.zeros(1, 2, 4, 4)
+    heat[0, 1, 2, 2] = 1.0  # one foreground pixel of 32, weighted root_weight
+    with pytest.raises(ValueError, match="heatmap targets"):
+        spm_loss([{**out, "heatmaps": torch.zeros(1, 2, 4, 4)}], b)
+    got = spm_loss([{**out, "heatmaps": torch.zeros(1, 2, 4, 4)}], {**b, "heatmaps": heat}, disp_weight=2.0,
+                   root_weight=10.0, heatmap_weight=3.0).item()
+    assert got == pytest.approx(0.25 + 2.0 + 3.0 * 10.0 / 32)
 
 
 def test_state_round_trip_without_pickle(tmp_path):

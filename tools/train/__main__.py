@@ -32,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA")
     p.add_argument("--out", help="output folder for checkpoints and logs")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.safetensors")
+    p.add_argument("--init", help="start from the tensors of this checkpoint that match by name and shape "
+                                  "(fine-tuning; new heads start fresh)")
     p.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
     return p
 
@@ -41,7 +43,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     flat = {"model": args.model, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
             "optimizer": args.optimizer, "schedule": args.schedule, "train_samples": args.train_samples,
             "val_samples": args.val_samples, "workers": args.workers, "max_steps": args.max_steps,
-            "seed": args.seed, "out": args.out}
+            "seed": args.seed, "out": args.out, "init": args.init}
     cfg = replace(cfg, **{k: v for k, v in flat.items() if v is not None})
     overrides = dict(cfg.model_overrides)
     if args.input_size:

@@ -16,7 +16,8 @@ Config file sections (every key optional; flags override): [model] name, input_s
 [data] source ("synth"|"shards"), train_samples, val_samples, synth_size, persons, shards, val_shards,
 batch_size, workers, shuffle_buffer; [augment] AugmentParams fields; [optim] optimizer, lr, weight_decay,
 momentum, schedule, factor, patience, step_size, epochs, grad_clip, amp, seed, foreground_weight, root_weight, disp_weight,
-depth_weight, max_steps; [output] dir, tensorboard.
+depth_weight, heatmap_weight, max_steps, init (a checkpoint whose matching tensors start the run: fine-tuning, or
+a grown head); [output] dir, tensorboard.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ SECTIONS = {
              "batch_size", "workers", "shuffle_buffer"),
     "optim": ("optimizer", "lr", "weight_decay", "momentum", "schedule", "factor", "patience", "step_size",
               "epochs", "grad_clip", "amp", "seed", "foreground_weight", "root_weight", "disp_weight", "depth_weight",
-              "max_steps"),
+              "heatmap_weight", "max_steps", "init"),
     "output": {"dir": "out", "tensorboard": "tensorboard"},
 }
 
@@ -68,7 +69,9 @@ class TrainConfig:
     root_weight: float = 10.0
     disp_weight: float = 1.0
     depth_weight: float = 1.0
+    heatmap_weight: float = 1.0
     max_steps: int = 0
+    init: str = ""
     out: str = "runs/train"
     tensorboard: bool = True
 

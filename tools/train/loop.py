@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import os
 import random
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -14,7 +15,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from models.checkpoint import load_checkpoint, save_checkpoint
+from models.checkpoint import load_checkpoint, load_matching, save_checkpoint
 from models.factory import build_model, model_config
 from models.layouts import get_layout
 from tools.data.augment import AugmentParams
@@ -52,7 +53,12 @@ class Trainer:
             seed_fn(cfg.seed + self.rank)
         self.model_cfg = model_config(cfg.model, **cfg.model_overrides)
         self.layout = get_layout(self.model_cfg.layout)
-        self.model = build_model(self.model_cfg).to(self.device)
+        self.model = build_model(self.model_cfg)
+        if cfg.init:
+            fresh = load_matching(self.model, cfg.init)
+            if self.rank == 0:
+                print(f"tools.train: initialised from {cfg.init}; fresh: {', '.join(fresh) or 'none'}", file=sys.stderr)
+        self.model = self.model.to(self.device)
         self.net = self.model
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel
@@ -110,7 +116,8 @@ class Trainer:
             loss = heatmap_loss(outputs, batch["heatmaps"].to(self.device), self.cfg.foreground_weight)
         else:
             maps = {k: v.to(self.device) for k, v in batch.items() if k != "image"}
-            loss = spm_loss(outputs, maps, self.cfg.disp_weight, self.cfg.depth_weight, self.cfg.root_weight)
+            loss = spm_loss(outputs, maps, self.cfg.disp_weight, self.cfg.depth_weight, self.cfg.root_weight,
+                            self.cfg.heatmap_weight)
         return outputs, loss
 
     def train_epoch(self, epoch: int) -> tuple[float, float]:

@@ -5,7 +5,8 @@
 * SPM: weighted mean squared error on the root map (weight ``root_weight`` where the target is > 0.01 and 1
   elsewhere: without it the sparse root Gaussians are drowned by the background and the peaks stay far
   below the decoding threshold) + ``disp_weight`` x masked L1 on displacements + ``depth_weight`` x
-  masked L1 on depths (masked means are over labelled pixels only; no labels -> 0).
+  masked L1 on depths (masked means are over labelled pixels only; no labels -> 0) + for networks with
+  joint heatmaps ``heatmap_weight`` x the same weighted MSE as the root map's on them.
 
 Outputs larger or smaller than the targets (multi-scale stages) are resized to the target size first.
 """
@@ -38,18 +39,27 @@ def masked_l1(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> t
     return ((_fit(pred, target) - target).abs() * mask).sum() / mask.sum().clamp_min(1.0)
 
 
-def spm_loss(outputs: list[dict], batch: dict, disp_weight: float = 1.0, depth_weight: float = 1.0,
-             root_weight: float = 1.0) -> torch.Tensor:
-    """Weighted root L2 + masked L1 displacements (+ masked L1 depths when the outputs have depth), summed over stages.
+def _weighted_mse(pred: torch.Tensor, target: torch.Tensor, foreground_weight: float) -> torch.Tensor:
+    weight = torch.where(target > 0.01, foreground_weight, 1.0)
+    return ((_fit(pred, target) - target) ** 2 * weight).mean()
 
-    batch: ``root`` [B,1,H,W], ``disp`` / ``disp_mask`` [B,2K,H,W], ``depth`` / ``depth_mask`` [B,K,H,W].
+
+def spm_loss(outputs: list[dict], batch: dict, disp_weight: float = 1.0, depth_weight: float = 1.0,
+             root_weight: float = 1.0, heatmap_weight: float = 1.0) -> torch.Tensor:
+    """Weighted root L2 + masked L1 displacements (+ masked L1 depths, + weighted L2 joint heatmaps, when the
+    outputs have them), summed over stages.
+
+    batch: ``root`` [B,1,H,W], ``disp`` / ``disp_mask`` [B,2K,H,W], ``depth`` / ``depth_mask`` and
+    ``heatmaps`` [B,K,H,W].
     """
-    root = batch["root"]
-    weight = torch.where(root > 0.01, root_weight, 1.0)
-    total = root.new_zeros(())
+    total = batch["root"].new_zeros(())
     for out in outputs:
-        total = total + ((_fit(out["root"], root) - root) ** 2 * weight).mean()
+        total = total + _weighted_mse(out["root"], batch["root"], root_weight)
         total = total + disp_weight * masked_l1(out["disp"], batch["disp"], batch["disp_mask"])
         if "depth" in out and "depth" in batch:
             total = total + depth_weight * masked_l1(out["depth"], batch["depth"], batch["depth_mask"])
+        if "heatmaps" in out:
+            if "heatmaps" not in batch:
+                raise ValueError("the network predicts joint heatmaps but the batch has no heatmap targets")
+            total = total + heatmap_weight * _weighted_mse(out["heatmaps"], batch["heatmaps"], root_weight)
     return total
