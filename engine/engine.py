@@ -7,8 +7,8 @@ Modes, chosen by the models:
 * **single-person** (an hourglass): one person per frame, with ROI tracking per stream: the next frame's
   crop comes from this frame's keypoints, back to the whole (letterboxed) frame when the mean joint score
   drops below ``RoiParams.threshold`` (a frame seen whole gets a second look at the crop of its keypoints,
-  ``RoiParams.second_look``). Within one ``infer`` call, frames of a stream all use the ROI of the
-  stream's last finished frame (so a batch never waits on itself).
+  ``RoiParams.second_look``). Frames of one stream run one after another (each on the crop of the one
+  before); frames of different streams are batched together.
 * **cascade** (an SPM model plus ``refiner=`` an hourglass): SPM finds the people, the hourglass refines a
   crop of each person (crops of the whole batch batched together). Results are in the refiner's layout;
   3D points (if any) come from SPM, mapped to that layout.
@@ -134,6 +134,23 @@ class Engine:
         return self._single(frames, ids)
 
     def _single(self, frames, ids) -> list[Poses]:
+        if not self.roi:
+            return self._single_round(frames, ids)
+        # ROI tracking is sequential within a stream: round r holds the r-th frame of each stream of the batch.
+        rounds: list[list[int]] = []
+        seen: dict[str, int] = {}
+        for i, sid in enumerate(ids):
+            r = seen[sid] = seen.get(sid, -1) + 1
+            if r == len(rounds):
+                rounds.append([])
+            rounds[r].append(i)
+        out: list[Poses | None] = [None] * len(frames)
+        for idx in rounds:
+            for i, poses in zip(idx, self._single_round([frames[i] for i in idx], [ids[i] for i in idx])):
+                out[i] = poses
+        return out
+
+    def _single_round(self, frames, ids) -> list[Poses]:
         letterboxes = self.stage.letterboxes(frames)
         rois = [self._rois.get(sid) if self.roi else None for sid in ids]
         matrices = [lb if roi is None else roi.matrix for lb, roi in zip(letterboxes, rois)]

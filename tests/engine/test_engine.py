@@ -65,6 +65,16 @@ def test_a_frame_seen_whole_gets_a_second_look_at_its_crop(hg_model):
         np.testing.assert_allclose(a.xy, b.xy, atol=1e-2)
 
 
+def test_roi_tracking_in_a_batch_equals_frame_by_frame(hg_model):
+    frames = random_frames(6, seed=4, sizes=((160, 120),))
+    params = RoiParams(threshold=0.0, joint_threshold=-1.0)  # always tracked: each frame crops the one before
+    ids = ["a", "b", "a", "a", "b", "b"]
+    batched = Engine(hg_model, "torch", device="cpu", roi=params, max_batch=6).infer(frames, stream_ids=ids)
+    single = Engine(hg_model, "torch", device="cpu", roi=params)
+    for frame, sid, want in zip(frames, ids, batched):
+        np.testing.assert_allclose(single.infer([frame], stream_ids=[sid])[0].xy, want.xy, atol=1e-2)
+
+
 def test_roi_state_is_per_stream(hg_model):
     engine = Engine(hg_model, "torch", device="cpu",
                     roi=RoiParams(threshold=0.0, joint_threshold=-1.0, second_look=False))
