@@ -3,7 +3,8 @@
 Writes ``models/zoo/NAME.safetensors`` (float16 by default: half the bytes, and the engine computes in float32)
 and its manifest, keeping the run's provenance and adding ``--note`` facts (config file, seeds, time taken,
 held-out accuracy). ``--codec KEY=VALUE`` changes a decoding parameter (e.g. ``root_threshold=0.3``) chosen
-on validation clips, never on the held-out test clips.
+on validation clips, never on the held-out test clips; ``heatmap_sigma=0`` ships an SPM without its joint
+heatmap head (decoding by displacements alone).
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import json
 import sys
 from pathlib import Path
 
-from models.checkpoint import load_checkpoint, read_manifest, save_checkpoint
+from models.checkpoint import load_checkpoint, load_matching, read_manifest, save_checkpoint
+from models.factory import build_model
 
 ZOO = Path(__file__).resolve().parent.parent / "models" / "zoo"
 
@@ -43,8 +45,17 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         print(f"tools.ship_zoo: {err}", file=sys.stderr)
         return 2
-    if args.codec:
-        model.config = dataclasses.replace(model.config, codec={**model.config.codec, **dict(args.codec)})
+    if args.codec:  # rebuilt from the new config: heatmap_sigma=0 drops an SPM's heatmap head, for instance
+        config = dataclasses.replace(model.config, codec={**model.config.codec, **dict(args.codec)})
+        try:
+            model, fresh = build_model(config).eval(), None
+            fresh = load_matching(model, args.checkpoint)
+        except ValueError as err:
+            print(f"tools.ship_zoo: --codec: {err}", file=sys.stderr)
+            return 2
+        if fresh:
+            print(f"tools.ship_zoo: --codec: the checkpoint lacks tensors the new config needs: {fresh}", file=sys.stderr)
+            return 2
     provenance.update(dict(args.note))
     provenance["source_checkpoint"] = Path(args.checkpoint).as_posix()
     ZOO.mkdir(parents=True, exist_ok=True)
