@@ -104,6 +104,18 @@ def test_checkpoints_logs_and_resume(tmp_path):
         assert [int(r["epoch"]) for r in csv.DictReader(fh)] == [0, 1]
 
 
+def test_resume_with_new_loss_weights_forgets_the_old_best_loss(tmp_path):
+    spm = {"model": "spm_small", "model_overrides": {"input_size": (64, 64), "arch_args": {"width": 16},
+                                                     "layout": "panoptic19"}, "schedule": "plateau"}
+    Trainer(_tiny(tmp_path, **spm)).fit()
+    same = Trainer(_tiny(tmp_path, epochs=2, **spm))
+    same.resume()
+    assert same.best is not None and same.scheduler.best == same.best
+    heavier = Trainer(_tiny(tmp_path, epochs=2, disp_weight=5.0, **spm))
+    heavier.resume()  # the validation loss is on another scale now: no old best may block the schedule
+    assert heavier.best is None and heavier.scheduler.best == float("inf") and heavier.start_epoch == 1
+
+
 @pytest.mark.slow
 def test_short_cpu_training_lowers_loss_and_raises_pckh(tmp_path):
     """About 50 s on one CPU thread: 8 epochs of 128 synthetic one-person images, hg1 at width 64, 128 x 128."""

@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from models.checkpoint import load_checkpoint, load_matching, save_checkpoint
+from models.checkpoint import load_checkpoint, load_matching, read_manifest, save_checkpoint
 from models.factory import build_model, model_config
 from models.layouts import get_layout
 from tools.data.augment import AugmentParams
@@ -25,6 +25,7 @@ from tools.train.config import TrainConfig
 from tools.train.losses import heatmap_loss, spm_loss
 from tools.train.state import load_state, save_state
 
+LOSS_WEIGHTS = ("foreground_weight", "root_weight", "disp_weight", "depth_weight", "heatmap_weight")
 LOG_FIELDS = ("epoch", "train_loss", "val_loss", "val_pckh", "lr", "samples_per_s", "seconds")
 
 
@@ -197,6 +198,15 @@ class Trainer:
         self.model.to(self.device)
         epoch, self.best = load_state(self.out / "last_state", self.optimizer, self.scheduler, self.scaler)
         self.start_epoch = epoch + 1
+        before = read_manifest(last).get("provenance", {}).get("train_config", {})
+        changed = [f for f in LOSS_WEIGHTS if f in before and before[f] != getattr(self.cfg, f)]
+        if changed and not self.use_pckh:  # the validation loss changes scale: its old best means nothing now
+            self.best = None
+            if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                self.scheduler.best, self.scheduler.num_bad_epochs = self.scheduler.mode_worse, 0
+            if self.rank == 0:
+                print(f"tools.train: --resume with changed {', '.join(changed)}: the best validation loss and the "
+                      "plateau schedule start afresh", file=sys.stderr)
 
     def fit(self, resume: bool = False) -> list[dict]:
         """Train from ``start_epoch`` to ``cfg.epochs``; returns this run's log rows."""
