@@ -47,33 +47,37 @@ def _check_outputs(codec, outputs: dict) -> tuple[torch.Tensor, torch.Tensor, to
 
 
 def _read(maps: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Per-joint reads of maps [B,K,H,W] at integer (x, y) [B,P,K] (clamped to the map): [B,P,K]."""
+    """Reads of maps [B,K,H,W] at integer (x, y) [B,P,K,N], each joint k from its own map (clamped): [B,P,K,N]."""
     b, k, h, w = maps.shape
-    idx = (y.clamp(0, h - 1) * w + x.clamp(0, w - 1)).transpose(1, 2)  # [B,K,P]
-    return torch.gather(maps.flatten(2), 2, idx).transpose(1, 2)
+    p, n = x.shape[1], x.shape[3]
+    idx = (y.clamp(0, h - 1) * w + x.clamp(0, w - 1)).permute(0, 2, 1, 3).reshape(b, k, p * n)
+    return torch.gather(maps.flatten(2), 2, idx).reshape(b, k, p, n).permute(0, 2, 1, 3)
 
 
 def refine(xy: torch.Tensor, heatmaps: torch.Tensor, window: int, threshold: float):
     """Snap joints xy [B,P,K,2] (map px) to their heatmap's maximum in a ``window`` square around them.
 
     The maximum gets a quarter-pixel step towards its higher neighbour on each axis. Joints whose maximum is
-    below ``threshold`` (not seen by the heatmaps) keep their regressed position.
+    below ``threshold`` (not seen by the heatmaps) keep their regressed position. Two gathers in all.
     Returns (xy [B,P,K,2], score [B,P,K] = the maximum, clamped to [0, 1]).
     """
     h, w = heatmaps.shape[2:]
+    r = window // 2
+    steps = torch.arange(-r, r + 1, device=xy.device)
+    ox, oy = steps.repeat(window), steps.repeat_interleave(window)  # the window's offsets, row by row
     cx = xy[..., 0].round().clamp(0, w - 1).long()
     cy = xy[..., 1].round().clamp(0, h - 1).long()
-    r = window // 2
-    offsets = [(ox, oy) for oy in range(-r, r + 1) for ox in range(-r, r + 1)]
-    reads = torch.stack([_read(heatmaps, cx + ox, cy + oy) for ox, oy in offsets], dim=-1)  # [B,P,K,W*W]
-    # Off-map positions are clamped onto the edge: they repeat an edge read and can only tie with it.
-    best, arg = reads.max(dim=-1)
-    off = torch.tensor(offsets, device=xy.device)
-    bx = (cx + off[arg, 0]).clamp(0, w - 1)
-    by = (cy + off[arg, 1]).clamp(0, h - 1)
-    dx = torch.sign(_read(heatmaps, bx + 1, by) - _read(heatmaps, bx - 1, by)) * 0.25
-    dy = torch.sign(_read(heatmaps, bx, by + 1) - _read(heatmaps, bx, by - 1)) * 0.25
-    snapped = torch.stack([bx.to(xy.dtype) + dx, by.to(xy.dtype) + dy], dim=-1)
+    qx = (cx[..., None] + ox).clamp(0, w - 1)  # [B,P,K,W*W]; off-map positions repeat an edge read
+    qy = (cy[..., None] + oy).clamp(0, h - 1)
+    best, arg = _read(heatmaps, qx, qy).max(dim=-1)
+    bx = qx.gather(-1, arg[..., None])
+    by = qy.gather(-1, arg[..., None])
+    nx = torch.cat([bx + 1, bx - 1, bx, bx], dim=-1)
+    ny = torch.cat([by, by, by + 1, by - 1], dim=-1)
+    n = _read(heatmaps, nx, ny)  # right, left, below, above
+    dx = torch.sign(n[..., 0] - n[..., 1]) * 0.25
+    dy = torch.sign(n[..., 2] - n[..., 3]) * 0.25
+    snapped = torch.stack([bx[..., 0].to(xy.dtype) + dx, by[..., 0].to(xy.dtype) + dy], dim=-1)
     keep = (best >= threshold)[..., None]
     return torch.where(keep, snapped, xy), best.clamp(0.0, 1.0)
 
