@@ -25,6 +25,15 @@ from models.hourglass import Hourglass, check_input, head_features, make_stem
 ARGS = ("width", "stages", "depth", "blocks", "stem")
 
 
+def output_channels(config: ModelConfig) -> dict[str, int]:
+    """The SPM network's maps and their channel counts, in output order (``infer``'s keys)."""
+    k = config.num_joints
+    channels = {"root": 1, "disp": 2 * k, "depth": k}
+    if config.spm_codec().params.heatmap_sigma > 0:
+        channels["heatmaps"] = k
+    return channels
+
+
 class SPMNet(nn.Module):
     """``forward(x [B, 3, H, W]) -> [{"root", "disp", "depth"}] * stages`` (shapes in the module docstring).
 
@@ -39,10 +48,8 @@ class SPMNet(nn.Module):
         if unknown:
             raise ValueError(f"{config.name}: unknown spm arch_args {unknown}")
         self.config = config
-        w, k, n, blocks = int(a["width"]), config.num_joints, int(a["stages"]), int(a["blocks"])
-        self.channels = {"root": 1, "disp": 2 * k, "depth": k}
-        if config.spm_codec().params.heatmap_sigma > 0:
-            self.channels["heatmaps"] = k
+        w, n, blocks = int(a["width"]), int(a["stages"]), int(a["blocks"])
+        self.channels = output_channels(config)
         self.stem = make_stem(w, a["stem"])
         self.hourglasses = nn.ModuleList(Hourglass(w, int(a["depth"]), blocks) for _ in range(n))
         self.features = nn.ModuleList(head_features(w, blocks) for _ in range(n))

@@ -84,10 +84,9 @@ def export_graph(model, with_decode: bool):
 def io_names(config, with_decode: bool) -> tuple[list[str], list[str]]:
     """(input names, output names) of the exported graph."""
     if not with_decode:
-        outputs = ["heatmaps"] if config.arch == "hourglass" else ["root", "disp", "depth"]
-        if config.arch == "spm" and config.spm_codec().params.heatmap_sigma > 0:
-            outputs.append("heatmaps")
-        return ["input"], outputs
+        from models.spm_net import output_channels
+
+        return ["input"], ["heatmaps"] if config.arch == "hourglass" else list(output_channels(config))
     if config.arch == "hourglass":
         return ["input"], ["xy", "score"]
     return ["input", "intrinsics"], ["xy", "score", "person_score", "count", "xyz"]

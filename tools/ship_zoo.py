@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.codec:  # rebuilt from the new config: heatmap_sigma=0 drops an SPM's heatmap head, for instance
         config = dataclasses.replace(model.config, codec={**model.config.codec, **dict(args.codec)})
         try:
-            model, fresh = build_model(config).eval(), None
+            model = build_model(config).eval()
             fresh = load_matching(model, args.checkpoint)
         except ValueError as err:
             print(f"tools.ship_zoo: --codec: {err}", file=sys.stderr)
