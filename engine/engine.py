@@ -53,16 +53,18 @@ class Engine:
         cache_dir: where ONNX exports of torch models are cached (default ``~/.cache/posestream``).
         model_args, refiner_args: ``build_model`` overrides for ``random:`` specs.
         torch_options: ``TorchBackend`` options (fp16, cuda_graphs, compile).
+        flip_test: also run every input mirrored and average the outputs, mirrored back (the hourglass and
+            SPM papers' test-time flip; twice the inference, for both the model and the refiner).
     """
 
     def __init__(self, model: str | nn.Module = "default", backend: str = "auto", *, max_batch: int = 8,
                  tracking: bool | TrackerParams = False, smoothing: bool | OneEuroParams = False,
                  device: str | torch.device | None = None, refiner: str | nn.Module | None = None,
                  roi: bool | RoiParams = True, cache_dir: str | Path | None = None, model_args: dict | None = None,
-                 refiner_args: dict | None = None, torch_options: dict | None = None) -> None:
+                 refiner_args: dict | None = None, torch_options: dict | None = None, flip_test: bool = False) -> None:
         if max_batch < 1:
             raise ValueError(f"Engine: max_batch must be >= 1, got {max_batch}")
-        opts = dict(max_batch=max_batch, cache_dir=cache_dir, torch_options=torch_options)
+        opts = dict(max_batch=max_batch, cache_dir=cache_dir, torch_options=torch_options, flip_test=flip_test)
         self.stage = Stage(model, backend, device, model_args=model_args, **opts)
         self.refiner = None if refiner is None else Stage(refiner, backend, device, model_args=refiner_args, **opts)
         self._check_modes()

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from engine.results import Poses
+from models.layouts import get_layout
 
 
 def frame_intrinsics(frame_size: tuple[int, int], intrinsics: Sequence[float] | None) -> tuple[float, ...]:
@@ -49,6 +50,17 @@ class Decoded:
     xyz: torch.Tensor | None = None
 
 
+def _unmirrorable(codec, flip: np.ndarray) -> set[str]:
+    """SPM maps whose parent-relative values do not mirror into each other (see ``merge_flipped``)."""
+    def symmetric(parents) -> bool:
+        return all(parents[flip[j]] == flip[parents[j]] for j in range(len(flip)))
+
+    out = set() if symmetric(codec.disp_parent) else {"disp"}
+    if not (symmetric(codec.depth_parent) and flip[codec.anchor] == codec.anchor):
+        out.add("depth")
+    return out
+
+
 class PostProcessor:
     """Decodes raw outputs of one model (its ``ModelConfig``) into ``Poses`` in frame pixels."""
 
@@ -59,6 +71,37 @@ class PostProcessor:
         self.codec = config.heatmap_codec() if config.arch == "hourglass" else config.spm_codec()
         self.single = config.arch == "hourglass"  # one person per input, always reported
         self.has_3d = config.arch == "spm"  # SPM networks have depth maps (meaningful once trained with 3D labels)
+        self._unmirrorable = set() if self.single else _unmirrorable(self.codec, get_layout(self.layout).flip_index)
+
+    def merge_flipped(self, outputs: dict[str, torch.Tensor], mirrored: dict[str, torch.Tensor]
+                      ) -> dict[str, torch.Tensor]:
+        """Flip test: the mean of ``outputs`` and the outputs of the mirrored inputs, mirrored back.
+
+        Mirroring back flips each map horizontally and swaps left and right joints (``Layout.flip_index``);
+        SPM x displacements change sign (a mirrored left arm is a right arm pointing the other way), depths
+        and root maps do not. Parent-relative displacements and depths mirror so only where the hierarchy is
+        mirror-symmetric (a joint's mirror has its parent's mirror as parent; for depths, a central anchor
+        too: panoptic19 and mpii16, not coco17, whose anchor is the left hip): otherwise that map is the
+        plain pass's alone.
+        """
+        flip = get_layout(self.layout).flip_index
+        index = torch.as_tensor(flip, device=next(iter(outputs.values())).device)
+        merged = {}
+        for name, value in outputs.items():
+            if name in self._unmirrorable:
+                merged[name] = value.float()
+                continue
+            back = mirrored[name].flip(-1)
+            if name == "disp":
+                b, _, h, w = back.shape
+                back = back.reshape(b, -1, 2, h, w)[:, index]
+                back = torch.stack((-back[:, :, 0], back[:, :, 1]), 2).reshape(b, -1, h, w)
+            elif name in ("heatmaps", "depth"):
+                back = back[:, index]
+            elif name != "root":
+                raise ValueError(f"flip test: no mirror rule for output {name!r}")
+            merged[name] = (value.float() + back.float()) * 0.5
+        return merged
 
     def decode(self, outputs: dict[str, torch.Tensor], intrinsics: torch.Tensor | None = None) -> Decoded:
         """Codec decode of raw outputs (float32), in input pixels; intrinsics [B,4] in input pixels for 3D."""

@@ -51,7 +51,7 @@ class Stage:
 
     def __init__(self, model: str | nn.Module, backend: str = "auto", device: str | torch.device | None = None, *,
                  max_batch: int = 8, cache_dir: Path | None = None, model_args: dict | None = None,
-                 torch_options: dict | None = None) -> None:
+                 torch_options: dict | None = None, flip_test: bool = False) -> None:
         self.loaded = resolve_model(model, **(model_args or {}))
         self.config = self.loaded.config
         self.backend = make_backend(self.loaded, backend, device, max_batch=max_batch, cache_dir=cache_dir,
@@ -61,6 +61,7 @@ class Stage:
         self.pre = Preprocessor(self.config.input_size, self.config.mean, self.config.std, self.device,
                                 self.backend.input_dtype)
         self.post = PostProcessor(self.config)
+        self.flip_test = flip_test
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -88,7 +89,16 @@ class Stage:
         return batch, inverse
 
     def infer(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Raw outputs of the backend, in chunks of at most ``max_batch``."""
+        """Raw outputs of the backend, in chunks of at most ``max_batch``; with ``flip_test``, averaged with the
+        outputs of the mirrored batch (twice the inference)."""
+        if not self.flip_test:
+            return self._infer(batch)
+        n = batch.shape[0]
+        both = self._infer(torch.cat([batch, batch.flip(-1)]))
+        with host_threads(self.device), torch.inference_mode():
+            return self.post.merge_flipped({k: v[:n] for k, v in both.items()}, {k: v[n:] for k, v in both.items()})
+
+    def _infer(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
         if batch.shape[0] <= self.max_batch:
             return self.backend.infer(batch)
         parts = [{k: v.clone() for k, v in self.backend.infer(batch[i:i + self.max_batch]).items()}  # buffers reused

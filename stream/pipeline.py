@@ -50,6 +50,8 @@ def _model_args(args) -> list[str]:
         out.append("--tracking")
     if args.refiner:
         out += ["--refiner", args.refiner]
+    if args.flip_test:
+        out.append("--flip-test")
     if args.model_args:
         out += ["--model-args", json.dumps(args.model_args)]
     if args.metrics_port is not None:

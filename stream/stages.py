@@ -59,6 +59,8 @@ def add_model(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tracking", action="store_true", help="stable track ids per stream")
     parser.add_argument("--refiner", help="cascade mode: an hourglass spec (e.g. hg_mpii) that refines each person "
                                           "the --model (SPM) finds; poses come out in the refiner's layout")
+    parser.add_argument("--flip-test", action="store_true",
+                        help="also run each input mirrored and average (more accurate, twice the inference)")
     parser.add_argument("--model-args", type=json.loads, default=None,
                         help='JSON build overrides for random:NAME specs, e.g. \'{"input_size": [128, 96]}\'')
     parser.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on 127.0.0.1:PORT")
@@ -97,7 +99,7 @@ def serve_main(argv: list[str]) -> int:
             from engine import Engine
 
             engine = Engine(model_spec(args.model), args.backend, max_batch=args.max_batch, tracking=args.tracking,
-                            model_args=args.model_args, refiner=args.refiner)
+                            model_args=args.model_args, refiner=args.refiner, flip_test=args.flip_test)
     except (ValueError, OSError) as err:
         print(f"posestream serve: cannot load model {args.model!r}: {str(err).splitlines()[0]}", file=sys.stderr)
         return EXIT_INPUT

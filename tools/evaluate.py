@@ -146,13 +146,13 @@ def _video_frames(path: Path) -> Iterable[np.ndarray]:
 
 
 def predict(model: str, frames: Iterable[np.ndarray], intrinsics: list[tuple | None], backend: str = "auto",
-            batch: int = 8) -> list[PoseRecord]:
+            batch: int = 8, flip_test: bool = False) -> list[PoseRecord]:
     """Run ``engine.Engine(model)`` over frames; one record per frame (frame numbers from 0)."""
     try:
         from engine import Engine
     except ImportError as err:  # the engine is optional for pose-file evaluation
         raise ValueError(f"evaluate: --model needs engine.Engine, which is not available ({err})") from None
-    engine = Engine(model, backend=backend, max_batch=batch)
+    engine = Engine(model, backend=backend, max_batch=batch, flip_test=flip_test)
     out: list[PoseRecord] = []
     chunk: list[np.ndarray] = []
 
@@ -193,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", default="640x480", help="--synth frame size WxH (default 640x480)")
     p.add_argument("--layout", default="mpii16", help="--synth ground truth layout (default mpii16)")
     p.add_argument("--backend", default="auto", help="engine backend (auto, torch, onnxruntime, tensorrt)")
+    p.add_argument("--flip-test", action="store_true", help="run --model with the test-time flip (Engine flip_test)")
     p.add_argument("--match-px", type=float, default=10.0, help="joint matching distance in pixels (default 10)")
     p.add_argument("--score-threshold", type=float, default=0.3, help="predicted joints counted from this score")
     p.add_argument("-o", "--output", type=Path, help="also write the summary JSON here")
@@ -231,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
                 if args.video is None:
                     raise ValueError("evaluate: --model needs --video or --synth")
                 frames = _video_frames(args.video)
-            preds = predict(args.model, frames, _intrinsics(gts), args.backend)
+            preds = predict(args.model, frames, _intrinsics(gts), args.backend, flip_test=args.flip_test)
         summary = evaluate(preds, gts, args.match_px, args.score_threshold)
     except (ValueError, FileNotFoundError) as err:
         print(f"tools.evaluate: {err}", file=sys.stderr)

@@ -84,3 +84,52 @@ def test_spm_postprocess_equals_codec_decode(spm_model):
         xyz = poses[i].xyz.astype(np.float64)
         proj = np.stack([fx * xyz[..., 0] / xyz[..., 2] + cx, fy * xyz[..., 1] / xyz[..., 2] + cy], -1)
         np.testing.assert_allclose(proj, poses[i].xy, atol=1e-2)
+
+
+def _mirror(poses, width: int, flip: np.ndarray):
+    """Poses of the mirrored frame as the un-mirrored ones should predict them: x -> W - 1 - x, joints swapped."""
+    xy = poses.xy[:, flip].copy()
+    xy[..., 0] = width - 1 - xy[..., 0]
+    xyz = None if poses.xyz is None else poses.xyz[:, flip] * np.array([-1.0, 1.0, 1.0], np.float32)
+    return xy, poses.score[:, flip], xyz
+
+
+def _equivariance_gap(stage, frames):
+    """Largest |difference| between the poses of mirrored frames and the mirrored poses of the frames."""
+    from models.layouts import get_layout
+
+    flip = get_layout(stage.config.layout).flip_index
+    gap = 0.0
+    for plain, mirrored, frame in zip(stage.run(frames), stage.run([f[:, ::-1].copy() for f in frames]), frames):
+        assert len(plain.xy) == len(mirrored.xy) > 0
+        order_p, order_m = np.argsort(-plain.person_score), np.argsort(-mirrored.person_score)
+        xy, score, xyz = _mirror(plain, frame.shape[1], flip)
+        gap = max(gap, float(np.abs(mirrored.xy[order_m] - xy[order_p]).max()),
+                  float(np.abs(mirrored.score[order_m] - score[order_p]).max()))
+        if xyz is not None and "depth" not in stage.post._unmirrorable:  # mm, relative to the depth
+            gap = max(gap, float((np.abs(mirrored.xyz[order_m] - xyz[order_p]) / np.abs(xyz[order_p, :, 2:])).max()))
+    return gap
+
+
+@pytest.mark.parametrize("arch", ["hourglass", "spm", "spm_heatmaps"])  # mpii16, coco17 (2D), panoptic19 (3D)
+def test_flip_test_makes_the_poses_mirror_equivariant(arch, hg_model, spm_model):
+    """With the flip test, a mirrored frame gives exactly the mirrored poses (left and right joints swapped, x
+    and X mirrored), whatever the weights: this holds only if every output map is mirrored back correctly
+    (a wrong swap or displacement sign breaks it). Without it, random weights are far from symmetric."""
+    from models import build_model
+    from tests.engine.conftest import SPM_ARGS
+
+    if arch == "spm_heatmaps":
+        torch.manual_seed(5)
+        args = {**SPM_ARGS, "layout": "panoptic19", "codec": {"max_persons": 5, "heatmap_sigma": 1.5}}
+        model = build_model("spm_small", **args).eval()
+        with torch.no_grad():
+            model.heads[-1]["root"].bias += 0.8
+            model.heads[-1]["depth"].bias += 1.0
+    else:
+        model = hg_model if arch == "hourglass" else spm_model
+    frames = random_frames(3, seed=7)
+    if arch != "hourglass":  # persons must not tie: one frame size, root peaks decided by the weights
+        frames = random_frames(2, seed=7, sizes=((192, 128),))
+    assert _equivariance_gap(Stage(model, "torch", "cpu", flip_test=True), frames) < 1e-3
+    assert _equivariance_gap(Stage(model, "torch", "cpu"), frames) > 0.5

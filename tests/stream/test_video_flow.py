@@ -34,7 +34,8 @@ def test_truncated_video_processes_every_decodable_frame_and_exits_3(tmp_path, c
     path.write_bytes(data[: len(data) * 6 // 10])
     decodable, times = decoded_pts(path), decoded_times(path)
     out, poses = tmp_path / "out.mp4", tmp_path / "out.jsonl"
-    code = main(["video", str(path), "-o", str(out), "--poses", str(poses), "--no-progress", *MODEL_CLI])
+    # --flip-test rides along: video forwards it to the engine process, whose parser must know it (else exit 2)
+    code = main(["video", str(path), "-o", str(out), "--poses", str(poses), "--no-progress", "--flip-test", *MODEL_CLI])
     err = capfd.readouterr().err
     assert code == 3
     assert f"{path}: truncated or corrupt" in err

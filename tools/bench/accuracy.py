@@ -32,7 +32,8 @@ def _renumber(records, offset: int):
     return [replace(r, frame=r.frame + offset) for r in records]
 
 
-def run(model: str, layout: str, seeds: list[int], frames: int, persons: tuple[int, int], workdir: Path):
+def run(model: str, layout: str, seeds: list[int], frames: int, persons: tuple[int, int], workdir: Path,
+        flip_test: bool = False):
     """(offline summary, pipeline summary) pooled over the seeds' clips."""
     gts, offline, live = [], [], []
     for n, seed in enumerate(seeds):
@@ -42,21 +43,24 @@ def run(model: str, layout: str, seeds: list[int], frames: int, persons: tuple[i
         gt = list(read_pose_file(gt_file))
         offset = n * frames
         gts += _renumber(gt, offset)
-        offline += _renumber(predict(model, _video_frames(video), _intrinsics(gt)), offset)
+        offline += _renumber(predict(model, _video_frames(video), _intrinsics(gt), flip_test=flip_test), offset)
         poses = clip / "poses.jsonl"
         cmd = [sys.executable, "-m", "stream.cli", "video", str(video), "-o", str(clip / "out.mp4"), "--poses",
                str(poses), "--model", model, "--no-progress", "--intrinsics", clip_intrinsics(gt_file)]
+        cmd += ["--flip-test"] if flip_test else []
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
         live += _renumber(list(read_pose_file(poses)), offset)
     return evaluate(offline, gts), evaluate(live, gts)
 
 
-def crops_pckh(model: str, seeds: list[int], persons: tuple[int, int]) -> tuple[float, float, int]:
+def crops_pckh(model: str, seeds: list[int], persons: tuple[int, int], flip_test: bool = False
+               ) -> tuple[float, float, int]:
     """(PCKh@0.5 without pelvis and thorax as in MPII tables, PCKh@0.5 of all joints, crops) on GT-box crops."""
     import numpy as np
     import torch
 
     from engine.loading import resolve_model
+    from engine.postprocess import PostProcessor
     from tools.data.augment import AugmentParams
     from tools.data.dataset import Targets, synthetic_sample
     from tools.metrics import pckh
@@ -72,7 +76,10 @@ def crops_pckh(model: str, seeds: list[int], persons: tuple[int, int]) -> tuple[
         for item in targets(sample, image, np.random.default_rng(seed)):
             x = (item["image"].flip(-1).permute(2, 0, 1)[None].float() - mean) / std
             with torch.inference_mode():
-                xy, _ = codec.decode(module.infer(x)["heatmaps"].float(), method="dark")
+                out = module.infer(x)
+                if flip_test:
+                    out = PostProcessor(config).merge_flipped(out, module.infer(x.flip(-1)))
+                xy, _ = codec.decode(out["heatmaps"].float(), method="dark")
             preds.append(xy[0].numpy())
             gts.append(item["keypoints"].numpy())
             vis.append(item["vis"].numpy() > 0)
@@ -99,22 +106,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--persons", default="2-5", help="people per clip, MIN-MAX (default 2-5)")
     p.add_argument("--protocol", choices=("clips", "crops"), default="clips",
                    help="clips: whole clips offline and through the pipeline; crops: hourglass on GT-box crops")
+    p.add_argument("--flip-test", action="store_true", help="test-time flip (Engine flip_test; --flip-test in the pipeline)")
     args = p.parse_args(argv)
     lo, _, hi = args.persons.partition("-")
     seeds, persons = _seeds(args.seeds), (int(lo), int(hi or lo))
     if args.protocol == "crops":
-        mpii, every, n = crops_pckh(args.model, seeds, persons)
+        mpii, every, n = crops_pckh(args.model, seeds, persons, args.flip_test)
         for case, value in (("crops_pckh@0.5", mpii), ("crops_pckh@0.5_all", every)):
-            emit("accuracy", case, value, "fraction", model=args.model, seeds=args.seeds, crops=n, machine=machine())
+            emit("accuracy", case, value, "fraction", model=args.model, seeds=args.seeds, crops=n, flip_test=args.flip_test,
+                 machine=machine())
         return 0
     with tempfile.TemporaryDirectory(prefix="posestream-acc-") as tmp:
-        results = run(args.model, args.layout, seeds, args.frames, persons, Path(tmp))
+        results = run(args.model, args.layout, seeds, args.frames, persons, Path(tmp), args.flip_test)
     for where, summary in zip(("offline", "pipeline"), results):
         for key, value in headline(summary).items():
             if key not in ("frames", "people"):
                 emit("accuracy", f"{where}_{key}", value, "mm" if key == "mpjpe_mm" else "fraction",
                      model=args.model, layout=args.layout, seeds=seeds, frames=summary["frames"],
-                     people=summary["gt_persons"], machine=machine())
+                     people=summary["gt_persons"], flip_test=args.flip_test, machine=machine())
     return 0
 
 
