@@ -7,7 +7,7 @@ Modes, chosen by the models:
 * **single-person** (an hourglass): one person per frame, with ROI tracking per stream: the next frame's
   crop comes from this frame's keypoints, back to the whole (letterboxed) frame when the mean joint score
   drops below ``RoiParams.threshold`` (a frame seen whole gets a second look at the crop of its keypoints,
-  ``RoiParams.second_look``). Frames of one stream run one after another (each on the crop of the one
+  ``RoiParams.second_look``; a tracked frame scoring below ``RoiParams.zoom_below`` one at a smaller crop). Frames of one stream run one after another (each on the crop of the one
   before); frames of different streams are batched together.
 * **cascade** (an SPM model plus ``refiner=`` an hourglass): SPM finds the people, the hourglass refines a
   crop of each person (crops of the whole batch batched together). Results are in the refiner's layout;
@@ -28,7 +28,7 @@ from torch import nn
 
 from engine.preprocess import check_frame
 from engine.results import Poses
-from engine.roi import RoiParams, crop_from_keypoints, next_roi
+from engine.roi import RoiParams, crop_from_keypoints, next_roi, zoom_crop
 from engine.smoothing import OneEuroParams
 from engine.stage import Stage
 from engine.tracking import StreamTrackers, TrackerParams
@@ -157,7 +157,7 @@ class Engine:
         rois = [self._rois.get(sid) if self.roi else None for sid in ids]
         matrices = [lb if roi is None else roi.matrix for lb, roi in zip(letterboxes, rois)]
         out = self.stage.run(frames, matrices)
-        if self.roi and self.roi.second_look:
+        if self.roi and (self.roi.second_look or self.roi.zoom_below > 0):
             out = self._second_look(frames, rois, out)
         if self.roi:
             for sid, poses in zip(ids, out):
@@ -165,11 +165,15 @@ class Engine:
         return out
 
     def _second_look(self, frames, rois, out: list[Poses]) -> list[Poses]:
-        """Frames seen whole run again on the crop of their keypoints; the more confident look is kept."""
+        """Frames seen whole run again on the crop of their keypoints, tracked frames scoring low on a smaller
+        crop (``RoiParams``); the more confident look is kept."""
         idx, crops = [], []
         for i, roi in enumerate(rois):
-            crop = None if roi is not None else crop_from_keypoints(out[i].xy[0], out[i].score[0], self.input_size,
-                                                                    self.roi)
+            xy, score = out[i].xy[0], out[i].score[0]
+            if roi is None:
+                crop = crop_from_keypoints(xy, score, self.input_size, self.roi) if self.roi.second_look else None
+            else:
+                crop = zoom_crop(roi, xy, score, self.roi)
             if crop is not None:
                 idx.append(i), crops.append(crop.matrix)
         if not idx:

@@ -22,6 +22,11 @@ class RoiParams:
         second_look: a frame without an ROI (seen whole, its person small in the input) is run again on the
             crop its keypoints give, and the look with the higher mean joint score is kept: acquisition at
             crop resolution, for one extra pass on such frames only.
+        zoom_below: a tracked frame whose mean joint score is below this is run again on a crop ``zoom`` times
+            the size, centred on its confident joints, and the more confident look is kept: a crop locked too
+            large (the person small in it, its joints spread, so the next crop as large again) recovers
+            (0 disables). Chosen on validation clips (docs/benchmarks.md).
+        zoom: the size factor of that crop.
     """
 
     threshold: float = 0.3
@@ -30,10 +35,12 @@ class RoiParams:
     margin: float = 1.4
     min_size: float = 32.0
     second_look: bool = True
+    zoom_below: float = 0.6
+    zoom: float = 0.6
 
     def __post_init__(self) -> None:
-        if self.margin < 1.0 or self.min_joints < 2 or self.min_size <= 0:
-            raise ValueError(f"RoiParams: need margin >= 1, min_joints >= 2, min_size > 0, got {self}")
+        if self.margin < 1.0 or self.min_joints < 2 or self.min_size <= 0 or not 0 < self.zoom < 1:
+            raise ValueError(f"RoiParams: need margin >= 1, min_joints >= 2, min_size > 0, 0 < zoom < 1, got {self}")
 
 
 def crop_from_keypoints(xy: np.ndarray, score: np.ndarray, input_size: tuple[int, int],
@@ -58,3 +65,16 @@ def next_roi(xy: np.ndarray, score: np.ndarray, input_size: tuple[int, int], par
     if len(score) == 0 or float(score.mean()) < params.threshold:
         return None
     return crop_from_keypoints(xy, score, input_size, params)
+
+
+def zoom_crop(roi: Crop, xy: np.ndarray, score: np.ndarray, params: RoiParams) -> Crop | None:
+    """A crop ``params.zoom`` times the size of ``roi`` (not under ``min_size``), centred on the confident joints
+    (or on ``roi``'s centre), when the mean joint score seen in ``roi`` is below ``params.zoom_below``; else None."""
+    if len(score) == 0 or float(score.mean()) >= params.zoom_below:
+        return None
+    valid = (score >= params.joint_threshold) & np.isfinite(xy).all(-1)
+    center = xy[valid].mean(0) if valid.sum() >= 2 else np.asarray(roi.center)
+    factor = max(params.zoom, params.min_size / min(roi.size))
+    if factor >= 1.0:
+        return None
+    return Crop((float(center[0]), float(center[1])), (roi.size[0] * factor, roi.size[1] * factor), roi.dst_size)

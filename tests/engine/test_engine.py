@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from engine import Engine, RoiParams
-from engine.roi import crop_from_keypoints
+from engine.roi import crop_from_keypoints, zoom_crop
+from models.codecs import Crop
 from tests.engine.conftest import HG_ARGS, random_frames
 
 
@@ -33,7 +34,7 @@ def test_roi_uses_previous_keypoints_and_falls_back(hg_model):
     frames = random_frames(3, seed=2, sizes=((160, 120),))
     plain = Engine(hg_model, "torch", device="cpu", roi=False).infer(frames)
     always = Engine(hg_model, "torch", device="cpu",
-                    roi=RoiParams(threshold=0.0, joint_threshold=-1.0, second_look=False))
+                    roi=RoiParams(threshold=0.0, joint_threshold=-1.0, second_look=False, zoom_below=0.0))
     never = Engine(hg_model, "torch", device="cpu", roi=RoiParams(threshold=1e9, second_look=False))
     got_always = [always.infer([f], stream_ids=["s"])[0] for f in frames]
     got_never = [never.infer([f], stream_ids=["s"])[0] for f in frames]
@@ -63,6 +64,43 @@ def test_a_frame_seen_whole_gets_a_second_look_at_its_crop(hg_model):
     no_crop = Engine(hg_model, "torch", device="cpu", roi=RoiParams(threshold=1e9, min_joints=99)).infer(frames)
     for a, b in zip(no_crop, plain.infer(frames)):
         np.testing.assert_allclose(a.xy, b.xy, atol=1e-2)
+
+
+def test_a_tracked_frame_scoring_low_gets_a_look_at_a_smaller_crop(hg_model):
+    frames = random_frames(8, seed=6, sizes=((160, 120),))
+    params = RoiParams(threshold=0.0, joint_threshold=-1.0, second_look=False, zoom_below=1.0)  # every tracked frame
+    engine = Engine(hg_model, "torch", device="cpu", roi=params)
+    plain = Engine(hg_model, "torch", device="cpu", roi=False)
+    kept = set()
+    for frame in frames:
+        roi = engine._rois.get("default")
+        got = engine.infer([frame])[0]
+        if roi is None:  # the first frame is seen whole
+            continue
+        first = plain.stage.run([frame], [roi.matrix])[0]
+        crop = zoom_crop(roi, first.xy[0], first.score[0], params)
+        assert crop.size == pytest.approx((roi.size[0] * 0.6, roi.size[1] * 0.6))
+        np.testing.assert_allclose(crop.center, first.xy[0].mean(0), atol=1e-3)  # every joint counts here
+        second = plain.stage.run([frame], [crop.matrix])[0]
+        want = second if second.score.mean() > first.score.mean() else first
+        np.testing.assert_allclose(got.xy, want.xy, atol=1e-2)
+        kept.add(want is second)
+    assert kept == {True, False}  # both outcomes occur on these frames
+
+
+def test_zoom_crop_only_for_low_scores_and_never_under_min_size():
+    roi = Crop((100.0, 80.0), (200.0, 200.0), (64, 64))
+    xy = np.array([[90.0, 70.0], [110.0, 90.0], [500.0, 500.0]])
+    params = RoiParams(joint_threshold=0.5, zoom_below=0.6, zoom=0.5, min_size=32.0)
+    crop = zoom_crop(roi, xy, np.array([0.7, 0.7, 0.1]), params)  # mean 0.5: zoom, on the two confident joints
+    assert crop.center == pytest.approx((100.0, 80.0)) and crop.size == pytest.approx((100.0, 100.0))
+    assert zoom_crop(roi, xy, np.array([0.9, 0.9, 0.3]), params) is None  # mean 0.7: confident enough
+    small = zoom_crop(Crop((100.0, 80.0), (40.0, 40.0), (64, 64)), xy, np.full(3, 0.1), params)
+    assert small.size == pytest.approx((32.0, 32.0))  # 40 x 0.5 would be under min_size
+    assert zoom_crop(Crop((100.0, 80.0), (30.0, 30.0), (64, 64)), xy, np.full(3, 0.1), params) is None
+    assert zoom_crop(roi, xy, np.full(3, 0.1), RoiParams(zoom_below=0.0)) is None
+    with pytest.raises(ValueError, match="zoom"):
+        RoiParams(zoom=1.5)
 
 
 def test_roi_tracking_in_a_batch_equals_frame_by_frame(hg_model):
