@@ -7,8 +7,9 @@ Modes, chosen by the models:
 * **single-person** (an hourglass): one person per frame, with ROI tracking per stream: the next frame's
   crop comes from this frame's keypoints, back to the whole (letterboxed) frame when the mean joint score
   drops below ``RoiParams.threshold`` (a frame seen whole gets a second look at the crop of its keypoints,
-  ``RoiParams.second_look``; a tracked frame scoring below ``RoiParams.zoom_below`` one at a smaller crop). Frames of one stream run one after another (each on the crop of the one
-  before); frames of different streams are batched together.
+  ``RoiParams.second_look``; a tracked frame scoring below ``RoiParams.zoom_below`` one at a smaller crop).
+  Frames of one stream run one after another (each on the crop of the one before); frames of different
+  streams are batched together.
 * **cascade** (an SPM model plus ``refiner=`` an hourglass): SPM finds the people, the hourglass refines a
   crop of each person (crops of the whole batch batched together). Results are in the refiner's layout;
   3D points (if any) come from SPM, mapped to that layout.

@@ -71,7 +71,8 @@ class PostProcessor:
         self.codec = config.heatmap_codec() if config.arch == "hourglass" else config.spm_codec()
         self.single = config.arch == "hourglass"  # one person per input, always reported
         self.has_3d = config.arch == "spm"  # SPM networks have depth maps (meaningful once trained with 3D labels)
-        self._unmirrorable = set() if self.single else _unmirrorable(self.codec, get_layout(self.layout).flip_index)
+        self.flip_index = get_layout(self.layout).flip_index  # the flip test's left/right swap
+        self._unmirrorable = set() if self.single else _unmirrorable(self.codec, self.flip_index)
 
     def merge_flipped(self, outputs: dict[str, torch.Tensor], mirrored: dict[str, torch.Tensor]
                       ) -> dict[str, torch.Tensor]:
@@ -84,8 +85,7 @@ class PostProcessor:
         too: panoptic19 and mpii16, not coco17, whose anchor is the left hip): otherwise that map is the
         plain pass's alone.
         """
-        flip = get_layout(self.layout).flip_index
-        index = torch.as_tensor(flip, device=next(iter(outputs.values())).device)
+        index = torch.as_tensor(self.flip_index, device=next(iter(outputs.values())).device)
         merged = {}
         for name, value in outputs.items():
             if name in self._unmirrorable:

@@ -43,10 +43,15 @@ class RoiParams:
             raise ValueError(f"RoiParams: need margin >= 1, min_joints >= 2, min_size > 0, 0 < zoom < 1, got {self}")
 
 
+def _confident(xy: np.ndarray, score: np.ndarray, params: RoiParams) -> np.ndarray:
+    """Mask [K] of the joints that place a crop: finite and scoring at least ``joint_threshold``."""
+    return (score >= params.joint_threshold) & np.isfinite(xy).all(-1)
+
+
 def crop_from_keypoints(xy: np.ndarray, score: np.ndarray, input_size: tuple[int, int],
                         params: RoiParams = RoiParams()) -> Crop | None:
     """The crop (input-size aspect) around one person's confident joints xy [K,2] (score [K]), or None."""
-    valid = (score >= params.joint_threshold) & np.isfinite(xy).all(-1)
+    valid = _confident(xy, score, params)
     if valid.sum() < params.min_joints:
         return None
     lo, hi = xy[valid].min(0), xy[valid].max(0)
@@ -72,7 +77,7 @@ def zoom_crop(roi: Crop, xy: np.ndarray, score: np.ndarray, params: RoiParams) -
     (or on ``roi``'s centre), when the mean joint score seen in ``roi`` is below ``params.zoom_below``; else None."""
     if len(score) == 0 or float(score.mean()) >= params.zoom_below:
         return None
-    valid = (score >= params.joint_threshold) & np.isfinite(xy).all(-1)
+    valid = _confident(xy, score, params)
     center = xy[valid].mean(0) if valid.sum() >= 2 else np.asarray(roi.center)
     factor = max(params.zoom, params.min_size / min(roi.size))
     if factor >= 1.0:

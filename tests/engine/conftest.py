@@ -18,14 +18,20 @@ def hg_model():
     return build_model("hg1", **HG_ARGS).eval()
 
 
-@pytest.fixture(scope="session")
-def spm_model():
-    torch.manual_seed(1)
-    model = build_model("spm_small", **SPM_ARGS).eval()
-    with torch.no_grad():  # shift the last heads so that random weights give root peaks and positive depths
+def random_spm(seed: int, **overrides):
+    """A random spm_small (SPM_ARGS + overrides) whose last heads are shifted so that random weights give root
+    peaks and positive depths."""
+    torch.manual_seed(seed)
+    model = build_model("spm_small", **{**SPM_ARGS, **overrides}).eval()
+    with torch.no_grad():
         model.heads[-1]["root"].bias += 0.8
         model.heads[-1]["depth"].bias += 1.0
     return model
+
+
+@pytest.fixture(scope="session")
+def spm_model():
+    return random_spm(1)
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,8 @@ import torch
 from engine.postprocess import PostProcessor, frame_intrinsics, input_intrinsics
 from engine.stage import Stage
 from models.codecs import Crop, Letterbox
-from tests.engine.conftest import random_frames
+from models.layouts import get_layout
+from tests.engine.conftest import random_frames, random_spm
 
 
 def test_hourglass_postprocess_equals_codec_decode(hg_model):
@@ -96,8 +97,6 @@ def _mirror(poses, width: int, flip: np.ndarray):
 
 def _equivariance_gap(stage, frames):
     """Largest |difference| between the poses of mirrored frames and the mirrored poses of the frames."""
-    from models.layouts import get_layout
-
     flip = get_layout(stage.config.layout).flip_index
     gap = 0.0
     for plain, mirrored, frame in zip(stage.run(frames), stage.run([f[:, ::-1].copy() for f in frames]), frames):
@@ -116,20 +115,11 @@ def test_flip_test_makes_the_poses_mirror_equivariant(arch, hg_model, spm_model)
     """With the flip test, a mirrored frame gives exactly the mirrored poses (left and right joints swapped, x
     and X mirrored), whatever the weights: this holds only if every output map is mirrored back correctly
     (a wrong swap or displacement sign breaks it). Without it, random weights are far from symmetric."""
-    from models import build_model
-    from tests.engine.conftest import SPM_ARGS
-
     if arch == "spm_heatmaps":
-        torch.manual_seed(5)
-        args = {**SPM_ARGS, "layout": "panoptic19", "codec": {"max_persons": 5, "heatmap_sigma": 1.5}}
-        model = build_model("spm_small", **args).eval()
-        with torch.no_grad():
-            model.heads[-1]["root"].bias += 0.8
-            model.heads[-1]["depth"].bias += 1.0
+        model = random_spm(5, layout="panoptic19", codec={"max_persons": 5, "heatmap_sigma": 1.5})
     else:
         model = hg_model if arch == "hourglass" else spm_model
-    frames = random_frames(3, seed=7)
-    if arch != "hourglass":  # persons must not tie: one frame size, root peaks decided by the weights
-        frames = random_frames(2, seed=7, sizes=((192, 128),))
+    # SPM persons must not tie: one frame size, root peaks decided by the weights
+    frames = random_frames(3, seed=7) if arch == "hourglass" else random_frames(2, seed=7, sizes=((192, 128),))
     assert _equivariance_gap(Stage(model, "torch", "cpu", flip_test=True), frames) < 1e-3
     assert _equivariance_gap(Stage(model, "torch", "cpu"), frames) > 0.5

@@ -69,6 +69,7 @@ def crops_pckh(model: str, seeds: list[int], persons: tuple[int, int], flip_test
     config = module.config
     targets = Targets(config, AugmentParams(input_size=config.input_size, train=False), max_persons=8)
     codec = config.heatmap_codec()
+    post = PostProcessor(config)
     mean, std = torch.tensor(config.mean).view(1, 3, 1, 1), torch.tensor(config.std).view(1, 3, 1, 1)
     preds, gts, vis, heads = [], [], [], []
     for seed in seeds:
@@ -78,7 +79,7 @@ def crops_pckh(model: str, seeds: list[int], persons: tuple[int, int], flip_test
             with torch.inference_mode():
                 out = module.infer(x)
                 if flip_test:
-                    out = PostProcessor(config).merge_flipped(out, module.infer(x.flip(-1)))
+                    out = post.merge_flipped(out, module.infer(x.flip(-1)))
                 xy, _ = codec.decode(out["heatmaps"].float(), method="dark")
             preds.append(xy[0].numpy())
             gts.append(item["keypoints"].numpy())
