@@ -131,6 +131,35 @@ class HourglassNet(nn.Module):
                 x = x + self.features_back[i](y) + self.scores_back[i](score)
         return outputs
 
+    def grow(self, fresh: list[str]) -> list[str]:
+        """Start a deeper stack from a shallower trained one, after a partial load that left ``fresh`` names as built.
+
+        Each stack the checkpoint lacked becomes a copy of the last stack it had, and the projections into the
+        copies start at zero, so the next stack's input is the stem's features again and every copy's heatmaps
+        equal the loaded stack's: the grown network starts where the smaller one stopped, and the zeroed
+        projections learn what to pass on. Returns the names still fresh; a no-op when no stack was loaded.
+        """
+        fresh_set = set(fresh)
+        loaded = [i for i in range(len(self.hourglasses))
+                  if not any(n.startswith(f"hourglasses.{i}.") for n in fresh_set)]
+        if not loaded or len(loaded) == len(self.hourglasses):
+            return fresh
+        last = max(loaded)
+        if loaded != list(range(last + 1)):
+            raise ValueError(f"{self.config.name}: loaded stacks {loaded} are not the first ones; cannot grow")
+        copied = set()
+        for i in range(last + 1, len(self.hourglasses)):
+            for modules in (self.hourglasses, self.features, self.scores):
+                modules[i].load_state_dict(modules[last].state_dict())
+            for back in (self.features_back[i - 1], self.scores_back[i - 1]):
+                nn.init.zeros_(back.weight)
+                nn.init.zeros_(back.bias)
+            copied |= {n for n in fresh_set if n.split(".")[0] in ("hourglasses", "features", "scores")
+                       and n.split(".")[1] == str(i)}
+            copied |= {n for n in fresh_set if n.split(".")[0] in ("features_back", "scores_back")
+                       and n.split(".")[1] == str(i - 1)}
+        return sorted(fresh_set - copied)
+
     def infer(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Last stack's outputs: ``{"heatmaps": [B, K, H/4, W/4]}``."""
         return self.forward(x)[-1]

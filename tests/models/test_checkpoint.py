@@ -146,3 +146,31 @@ def test_a_grown_network_starts_from_the_matching_tensors(tmp_path):
         torch.testing.assert_close(got[name], want[name])
     with pytest.raises(ValueError, match="no tensor matches"):
         load_matching(torch.nn.Linear(2, 2), path)
+
+
+def test_a_hourglass_grown_by_stacks_starts_as_its_smaller_self_and_learns(tmp_path):
+    small = _trained_tiny("hg1", arch_args={"width": 16, "depth": 2})
+    path = tmp_path / "hg1.safetensors"
+    save_checkpoint(small, path)
+    torch.manual_seed(9)
+    grown = build_model("hg4", arch_args={"width": 16, "depth": 2}, input_size=(64, 64))
+    fresh = load_matching(grown, path)
+    assert any(n.startswith("hourglasses.3.") for n in fresh) and any(n.startswith("scores_back.2.") for n in fresh)
+    assert grown.grow(fresh) == []
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        want = small.infer(x)["heatmaps"]
+        for out in grown.eval()(x):  # every stack starts as the trained one
+            torch.testing.assert_close(out["heatmaps"], want)
+    # the zeroed projections are not a dead end: one step moves them and the stacks part ways
+    grown.train()
+    loss = sum(out["heatmaps"].square().mean() for out in grown(x))
+    loss.backward()
+    assert grown.scores_back[0].weight.grad.abs().sum() > 0
+    assert grown.features_back[2].weight.grad.abs().sum() > 0
+    # a network that loaded nothing of the hourglass is left alone; a gap in the loaded stacks is refused
+    fresh_net = build_model("hg2", arch_args={"width": 16, "depth": 2}, input_size=(64, 64))
+    names = sorted(fresh_net.state_dict())
+    assert fresh_net.grow(names) == names
+    with pytest.raises(ValueError, match="not the first ones"):
+        fresh_net.grow([n for n in names if n.startswith("hourglasses.0.")])
