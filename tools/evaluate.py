@@ -9,7 +9,7 @@ when ``--synth`` is used).
 Per frame, predicted persons are matched one-to-one to true persons, greedily by mean joint distance.
 Reported (JSON on stdout): PCKh@0.5 (gt layouts with a head segment; see tools.metrics for the head size),
 OKS AP (pycocotools with the gt layout's sigmas), MPJPE root-relative and absolute and 3D PCK@150 mm
-(when both sides have 3D), and joint precision / recall / F1 (greedy matching within ``--match-px``).
+(when both sides have 3D; the root-relative error also per joint and per axis: x, y, depth), and joint precision / recall / F1 (greedy matching within ``--match-px``).
 Predictions in another layout are converted to the truth's; only joints both layouts share count.
 """
 
@@ -113,6 +113,10 @@ class Accumulator:
             out["mpjpe_mm"] = M.mpjpe(r["pred3"], r["gt3"], r["ok3"], self.layout)
             out["mpjpe_abs_mm"] = M.mpjpe(r["pred3"], r["gt3"], r["ok3"])
             out["pck3d@150mm"] = M.pck3d(r["pred3"], r["gt3"], r["ok3"], 150.0, self.layout)
+            where = M.mpjpe_breakdown(r["pred3"], r["gt3"], r["ok3"], self.layout)
+            out["mpjpe_per_axis_mm"] = where["per_axis"]
+            out["mpjpe_per_joint_mm"] = {n: None if np.isnan(v) else float(v)
+                                         for n, v in zip(self.layout.names, where["per_joint"])}
         j = self.joints
         out["joints"] = {"tp": j.tp, "fp": j.fp, "fn": j.fn, "precision": j.precision, "recall": j.recall,
                          "f1": j.f1, "match_px": self.match_px}

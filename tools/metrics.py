@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,6 +65,19 @@ def mpjpe(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray, layout: Layout | N
     if not mask.any():
         return float("nan")
     return float(np.linalg.norm(pred - gt, axis=-1)[mask].mean())
+
+
+def mpjpe_breakdown(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray, layout: Layout) -> dict:
+    """Where the root-relative 3D error lies: ``per_joint`` (mm, [K], NaN where a joint is never masked in)
+    and ``per_axis`` (mean absolute error in mm along x, y and z: image right, image down, depth)."""
+    pred, gt = _relative(pred, gt, layout)
+    mask = np.asarray(mask, bool)
+    err = np.where(mask[..., None], pred - gt, np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # "mean of empty slice": a joint never masked in
+        per_joint = np.nanmean(np.linalg.norm(err, axis=-1), axis=0)
+        per_axis = np.nanmean(np.abs(err).reshape(-1, 3), axis=0)
+    return {"per_joint": per_joint, "per_axis": dict(zip("xyz", per_axis.tolist()))}
 
 
 def pck3d(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray, threshold: float = 150.0,

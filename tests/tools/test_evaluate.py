@@ -8,6 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from models.layouts import get_layout
 from stream.posefile import read_pose_file, write_record
 from tools.evaluate import evaluate, main, match_persons
 from tools.synth.__main__ import main as synth_main
@@ -40,6 +41,8 @@ def test_perfect_predictions_score_one(clip):
     assert s["pckh@0.5"] == 1.0 and s["pckh@0.5_all"] == 1.0
     assert s["oks"]["AP"] == pytest.approx(1.0)
     assert s["mpjpe_mm"] == pytest.approx(0.0, abs=1e-3) and s["pck3d@150mm"] == 1.0
+    assert max(s["mpjpe_per_axis_mm"].values()) == pytest.approx(0.0, abs=1e-3)
+    assert set(s["mpjpe_per_joint_mm"]) == set(get_layout("mpii16").names)
     assert s["joints"]["f1"] == 1.0
 
 

@@ -58,6 +58,11 @@ def test_mpjpe_and_pck3d():
     bent[:, 5] += [0.0, 0.0, 300.0]  # one joint of 19 off by 300 mm (not the root)
     assert M.mpjpe(bent, gt, mask, PANOPTIC19) == pytest.approx(300.0 / 19)
     assert M.pck3d(bent, gt, mask, 150.0, PANOPTIC19) == pytest.approx(18 / 19)
+    where = M.mpjpe_breakdown(bent, gt, mask, PANOPTIC19)
+    assert where["per_joint"][5] == pytest.approx(300.0) and np.delete(where["per_joint"], 5) == pytest.approx(0.0)
+    assert where["per_axis"] == pytest.approx({"x": 0.0, "y": 0.0, "z": 300.0 / 19})
+    mask[:, 7] = False  # a joint never labelled: NaN, not zero
+    assert np.isnan(M.mpjpe_breakdown(shifted, gt, mask, PANOPTIC19)["per_joint"][7])
 
 
 def test_joint_precision_recall_f1():
