@@ -98,28 +98,40 @@ def weights_digest(module: nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
+def onnx_export(graph: nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str],
+                opset: int = 17) -> Path:
+    """Write ``graph(*args)`` to ``path`` as ONNX (atomically), with a dynamic batch on every input and output.
+
+    The TorchScript exporter: fast, and its graphs run on ONNX Runtime and TensorRT alike (torch 2.5+ also
+    has the dynamo one, which needs onnxscript). Trace-time shape checks become constants, and the traced
+    batch is specialised away by ``dynamic_axes``, so callers trace with a batch of 2 (exporters specialise
+    a dimension of size 1) and check another size.
+    """
+    import inspect
+
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    kwargs = {"input_names": list(inputs), "output_names": list(outputs), "opset_version": opset,
+              "dynamic_axes": {name: {0: "batch"} for name in (*inputs, *outputs)}, "do_constant_folding": True}
+    if "dynamo" in inspect.signature(torch.onnx.export).parameters:
+        kwargs["dynamo"] = False
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter: deprecated, supported
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        torch.onnx.export(graph, args, str(tmp), **kwargs)
+    graph.eval()  # the exporter restores the graph's training flag on its modules; keep them in eval
+    os.replace(tmp, path)
+    return path
+
+
 def export_onnx(module: nn.Module, path: Path) -> Path:
     """Export ``module.infer`` (float32, dynamic batch, opset 17) to ``path``; outputs named by infer's keys."""
     module = module.eval().float().cpu()
     w, h = module.config.input_size
-    x = torch.zeros(2, 3, h, w)  # batch 2: exporters specialise a dimension of size 1
+    x = torch.zeros(2, 3, h, w)
     with torch.inference_mode():
         keys = tuple(module.infer(x))
-    wrapper = _Outputs(module, keys).eval()  # eval: export restores the wrapper's training flag on the module
-    tmp = path.with_suffix(".onnx.tmp")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    axes = {"input": {0: "batch"}, **{k: {0: "batch"} for k in keys}}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        try:  # the TorchScript exporter: fast, and its graphs run on ONNX Runtime and TensorRT alike
-            torch.onnx.export(wrapper, (x,), str(tmp), input_names=["input"], output_names=list(keys),
-                              dynamic_axes=axes, opset_version=17, dynamo=False)
-        except TypeError:  # a torch without it
-            shapes = {"x": {0: torch.export.Dim("batch", max=4096)}}
-            torch.onnx.export(wrapper, (x,), str(tmp), input_names=["input"], output_names=list(keys),
-                              dynamic_shapes=shapes, opset_version=18, dynamo=True)
-    os.replace(tmp, path)
-    return path
+    return onnx_export(_Outputs(module, keys).eval(), (x,), path, ["input"], list(keys))
 
 
 def default_cache_dir() -> Path:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -118,21 +117,14 @@ def sample_inputs(config, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def export(graph, path: Path, inputs: list[str], outputs: list[str], opset: int) -> None:
-    """TorchScript-based ONNX export (fast and predictable for these static-shape graphs), dynamic batch."""
+    """The engine's exporter (TorchScript, dynamic batch), traced on two synthetic images; verify() then runs
+    another batch size through ONNX Runtime."""
     import torch
 
-    config = graph.model.config
-    example = sample_inputs(config, 2)
-    args = tuple(torch.from_numpy(example[name]) for name in inputs)
-    axes = {name: {0: "batch"} for name in inputs + outputs}
-    with torch.no_grad(), warnings.catch_warnings():
-        # The legacy exporter is deprecated (still supported) and the codecs' shape checks trace as
-        # constants; verify() then runs a different batch size through ONNX Runtime, so both are safe here.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        torch.onnx.export(graph, args, str(path), input_names=inputs, output_names=outputs, opset_version=opset,
-                          dynamic_axes=axes, dynamo=False, do_constant_folding=True)
-    graph.eval()  # the exporter restores the wrapper's mode; keep everything in eval
+    from engine.loading import onnx_export
+
+    example = sample_inputs(graph.model.config, 2)
+    onnx_export(graph, tuple(torch.from_numpy(example[name]) for name in inputs), path, inputs, outputs, opset)
 
 
 def compare(name: str, ref: np.ndarray, got: np.ndarray, with_decode: bool) -> tuple[float, float, bool]:
