@@ -96,6 +96,36 @@ def check_input(x: torch.Tensor, config: ModelConfig) -> None:
         raise ValueError(f"{config.name}: input must be [B, 3, H, W] with H, W multiples of {m}, got {tuple(x.shape)}")
 
 
+def grow_stacks(net: nn.Module, fresh: list[str], per_stack: tuple[str, ...], back: tuple[str, ...]) -> list[str]:
+    """Start a deeper stacked network from a shallower trained one, after a partial load left ``fresh`` as built.
+
+    ``per_stack`` names the ModuleLists with one module per stack (the hourglass first), ``back`` those
+    projecting stack i's outputs into stack i+1's input. Each stack the checkpoint lacked becomes a copy of
+    the last stack it had, and the projections into the copies start at zero, so the next stack's input is
+    the stem's features again and every copy's outputs equal the loaded stack's: the grown network starts
+    where the smaller one stopped, and the zeroed projections learn what to pass on. Returns the names
+    still fresh; a no-op when no stack was loaded.
+    """
+    first = getattr(net, per_stack[0])
+    fresh_set = set(fresh)
+    loaded = [i for i in range(len(first)) if not any(n.startswith(f"{per_stack[0]}.{i}.") for n in fresh_set)]
+    if not loaded or len(loaded) == len(first):
+        return fresh
+    last = max(loaded)
+    if loaded != list(range(last + 1)):
+        raise ValueError(f"{net.config.name}: loaded stacks {loaded} are not the first ones; cannot grow")
+    grown = set()
+    for i in range(last + 1, len(first)):
+        for name in per_stack:
+            getattr(net, name)[i].load_state_dict(getattr(net, name)[last].state_dict())
+            grown.add(f"{name}.{i}.")
+        for name in back:
+            for param in getattr(net, name)[i - 1].parameters():
+                nn.init.zeros_(param)
+            grown.add(f"{name}.{i - 1}.")
+    return sorted(n for n in fresh_set if not n.startswith(tuple(grown)))
+
+
 class HourglassNet(nn.Module):
     """Stacked hourglass: ``forward(x) -> [{"heatmaps": [B, K, H/4, W/4]}] * stacks`` (one per stack).
 
@@ -132,33 +162,8 @@ class HourglassNet(nn.Module):
         return outputs
 
     def grow(self, fresh: list[str]) -> list[str]:
-        """Start a deeper stack from a shallower trained one, after a partial load that left ``fresh`` names as built.
-
-        Each stack the checkpoint lacked becomes a copy of the last stack it had, and the projections into the
-        copies start at zero, so the next stack's input is the stem's features again and every copy's heatmaps
-        equal the loaded stack's: the grown network starts where the smaller one stopped, and the zeroed
-        projections learn what to pass on. Returns the names still fresh; a no-op when no stack was loaded.
-        """
-        fresh_set = set(fresh)
-        loaded = [i for i in range(len(self.hourglasses))
-                  if not any(n.startswith(f"hourglasses.{i}.") for n in fresh_set)]
-        if not loaded or len(loaded) == len(self.hourglasses):
-            return fresh
-        last = max(loaded)
-        if loaded != list(range(last + 1)):
-            raise ValueError(f"{self.config.name}: loaded stacks {loaded} are not the first ones; cannot grow")
-        copied = set()
-        for i in range(last + 1, len(self.hourglasses)):
-            for modules in (self.hourglasses, self.features, self.scores):
-                modules[i].load_state_dict(modules[last].state_dict())
-            for back in (self.features_back[i - 1], self.scores_back[i - 1]):
-                nn.init.zeros_(back.weight)
-                nn.init.zeros_(back.bias)
-            copied |= {n for n in fresh_set if n.split(".")[0] in ("hourglasses", "features", "scores")
-                       and n.split(".")[1] == str(i)}
-            copied |= {n for n in fresh_set if n.split(".")[0] in ("features_back", "scores_back")
-                       and n.split(".")[1] == str(i - 1)}
-        return sorted(fresh_set - copied)
+        """More stacks than the checkpoint had: see :func:`grow_stacks`."""
+        return grow_stacks(self, fresh, ("hourglasses", "features", "scores"), ("features_back", "scores_back"))
 
     def infer(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Last stack's outputs: ``{"heatmaps": [B, K, H/4, W/4]}``."""

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from models.config import ModelConfig
-from models.hourglass import Hourglass, check_input, head_features, make_stem
+from models.hourglass import Hourglass, check_input, grow_stacks, head_features, make_stem
 
 ARGS = ("width", "stages", "depth", "blocks", "stem")
 
@@ -71,6 +71,10 @@ class SPMNet(nn.Module):
             if i < len(self.features_back):
                 x = x + self.features_back[i](y) + self.maps_back[i](torch.cat(list(maps.values()), dim=1))
         return outputs
+
+    def grow(self, fresh: list[str]) -> list[str]:
+        """More stages than the checkpoint had: see :func:`models.hourglass.grow_stacks`."""
+        return grow_stacks(self, fresh, ("hourglasses", "features", "heads"), ("features_back", "maps_back"))
 
     def infer(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Last stage's maps ``{"root", "disp", "depth"}`` (and ``"heatmaps"``)."""

@@ -148,29 +148,33 @@ def test_a_grown_network_starts_from_the_matching_tensors(tmp_path):
         load_matching(torch.nn.Linear(2, 2), path)
 
 
-def test_a_hourglass_grown_by_stacks_starts_as_its_smaller_self_and_learns(tmp_path):
-    small = _trained_tiny("hg1", arch_args={"width": 16, "depth": 2})
-    path = tmp_path / "hg1.safetensors"
+@pytest.mark.parametrize("name, small_args, grown_args, back", [
+    ("hg1", {"depth": 2}, {"stacks": 4, "depth": 2}, ("scores_back", "features_back")),
+    ("spm_small", {"stages": 1}, {"stages": 3}, ("maps_back", "features_back")),
+])
+def test_a_network_grown_by_stacks_starts_as_its_smaller_self_and_learns(tmp_path, name, small_args, grown_args, back):
+    small = _trained_tiny(name, arch_args={"width": 16, **small_args})
+    path = tmp_path / "small.safetensors"
     save_checkpoint(small, path)
     torch.manual_seed(9)
-    grown = build_model("hg4", arch_args={"width": 16, "depth": 2}, input_size=(64, 64))
+    grown = build_model(name, arch_args={"width": 16, **grown_args}, input_size=(64, 64))
     fresh = load_matching(grown, path)
-    assert any(n.startswith("hourglasses.3.") for n in fresh) and any(n.startswith("scores_back.2.") for n in fresh)
+    assert any(n.startswith("hourglasses.2.") for n in fresh) and any(n.startswith(f"{back[0]}.1.") for n in fresh)
     assert grown.grow(fresh) == []
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
-        want = small.infer(x)["heatmaps"]
+        want = small.infer(x)
         for out in grown.eval()(x):  # every stack starts as the trained one
-            torch.testing.assert_close(out["heatmaps"], want)
-    # the zeroed projections are not a dead end: one step moves them and the stacks part ways
+            for key in want:
+                torch.testing.assert_close(out[key], want[key])
+    # the zeroed projections are not a dead end: one step's gradient reaches them
     grown.train()
-    loss = sum(out["heatmaps"].square().mean() for out in grown(x))
+    loss = sum(m.square().mean() for out in grown(x) for m in out.values())
     loss.backward()
-    assert grown.scores_back[0].weight.grad.abs().sum() > 0
-    assert grown.features_back[2].weight.grad.abs().sum() > 0
-    # a network that loaded nothing of the hourglass is left alone; a gap in the loaded stacks is refused
-    fresh_net = build_model("hg2", arch_args={"width": 16, "depth": 2}, input_size=(64, 64))
-    names = sorted(fresh_net.state_dict())
-    assert fresh_net.grow(names) == names
+    for name_back in back:
+        assert getattr(grown, name_back)[0].weight.grad.abs().sum() > 0
+    # a network that loaded no stack is left alone; a gap in the loaded stacks is refused
+    names = sorted(grown.state_dict())
+    assert grown.grow(names) == names
     with pytest.raises(ValueError, match="not the first ones"):
-        fresh_net.grow([n for n in names if n.startswith("hourglasses.0.")])
+        grown.grow([n for n in names if n.startswith("hourglasses.0.")])

@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder for checkpoints and logs")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.safetensors")
     p.add_argument("--init", help="start from the tensors of this checkpoint that match by name and shape "
-                                  "(fine-tuning; new heads start fresh; a hourglass with more stacks than the "
+                                  "(fine-tuning; new heads start fresh; a hourglass or SPM with more stacks than the "
                                   "checkpoint starts with copies of its last stack)")
     p.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
     return p

@@ -17,7 +17,7 @@ Config file sections (every key optional; flags override): [model] name, input_s
 batch_size, workers, shuffle_buffer; [augment] AugmentParams fields; [optim] optimizer, lr, weight_decay,
 momentum, schedule, factor, patience, step_size, epochs, grad_clip, amp, seed, foreground_weight, root_weight, disp_weight,
 depth_weight, heatmap_weight, max_steps, init (a checkpoint whose matching tensors start the run: fine-tuning, a
-grown head, or an hourglass grown by stacks: HourglassNet.grow); [output] dir, tensorboard.
+grown head, or a network grown by stacks: models.hourglass.grow_stacks); [output] dir, tensorboard.
 """
 
 from __future__ import annotations

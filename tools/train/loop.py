@@ -57,7 +57,7 @@ class Trainer:
         self.model = build_model(self.model_cfg)
         if cfg.init:
             fresh = load_matching(self.model, cfg.init)
-            if hasattr(self.model, "grow"):  # a stacked hourglass grown from fewer stacks
+            if hasattr(self.model, "grow"):  # a stacked network grown from fewer stacks
                 fresh = self.model.grow(fresh)
             if self.rank == 0:
                 print(f"tools.train: initialised from {cfg.init}; fresh: {', '.join(fresh) or 'none'}", file=sys.stderr)
