@@ -9,6 +9,7 @@ warns), or a ``torch.nn.Module`` with ``.config`` (a ``ModelConfig``) for code t
 from __future__ import annotations
 
 import hashlib
+import inspect
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -107,8 +108,6 @@ def onnx_export(graph: nn.Module, args: tuple, path: Path, inputs: list[str], ou
     batch is specialised away by ``dynamic_axes``, so callers trace with a batch of 2 (exporters specialise
     a dimension of size 1) and check another size.
     """
-    import inspect
-
     tmp = path.with_suffix(path.suffix + ".tmp")
     path.parent.mkdir(parents=True, exist_ok=True)
     kwargs = {"input_names": list(inputs), "output_names": list(outputs), "opset_version": opset,

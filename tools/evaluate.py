@@ -9,7 +9,8 @@ when ``--synth`` is used).
 Per frame, predicted persons are matched one-to-one to true persons, greedily by mean joint distance.
 Reported (JSON on stdout): PCKh@0.5 (gt layouts with a head segment; see tools.metrics for the head size),
 OKS AP (pycocotools with the gt layout's sigmas), MPJPE root-relative and absolute and 3D PCK@150 mm
-(when both sides have 3D; the root-relative error also per joint and per axis: x, y, depth), and joint precision / recall / F1 (greedy matching within ``--match-px``).
+(when both sides have 3D; the root-relative error also per joint and per axis: x, y, depth), and joint
+precision / recall / F1 (greedy matching within ``--match-px``).
 Predictions in another layout are converted to the truth's; only joints both layouts share count.
 """
 
@@ -94,6 +95,10 @@ class Accumulator:
                 self.rows["gt3"].append(gt.xyz[g])
                 self.rows["ok3"].append(gt_ok[g])
 
+    def _by_joint(self, values: np.ndarray) -> dict[str, float | None]:
+        """Per-joint values [K] as {joint name: value}, None where NaN (a joint never labelled)."""
+        return {n: None if np.isnan(v) else float(v) for n, v in zip(self.layout.names, values)}
+
     def summary(self) -> dict:
         r = {k: np.array(v) for k, v in self.rows.items()}
         out: dict = {"frames": self.frames, "gt_persons": int(len(r["gt"])), "layout": self.layout.name}
@@ -104,8 +109,7 @@ class Accumulator:
             out["pckh@0.5"] = M.pckh(r["pred"][:, keep], r["gt"][:, keep], r["vis"][:, keep],
                                      M.head_sizes(r["gt"], self.layout))[1]
             out["pckh@0.5_all"] = total
-            out["pckh_per_joint"] = {n: None if np.isnan(v) else float(v)
-                                     for n, v in zip(self.layout.names, per_joint)}
+            out["pckh_per_joint"] = self._by_joint(per_joint)
         if any((im["gt_vis"] > 0).any() for im in self.images):
             sigmas = tuple(np.asarray(self.layout.oks_sigmas))
             out["oks"] = M.oks_ap(self.images, sigmas)
@@ -115,8 +119,7 @@ class Accumulator:
             out["pck3d@150mm"] = M.pck3d(r["pred3"], r["gt3"], r["ok3"], 150.0, self.layout)
             where = M.mpjpe_breakdown(r["pred3"], r["gt3"], r["ok3"], self.layout)
             out["mpjpe_per_axis_mm"] = where["per_axis"]
-            out["mpjpe_per_joint_mm"] = {n: None if np.isnan(v) else float(v)
-                                         for n, v in zip(self.layout.names, where["per_joint"])}
+            out["mpjpe_per_joint_mm"] = self._by_joint(where["per_joint"])
         j = self.joints
         out["joints"] = {"tp": j.tp, "fp": j.fp, "fn": j.fn, "precision": j.precision, "recall": j.recall,
                          "f1": j.f1, "match_px": self.match_px}
