@@ -22,8 +22,12 @@ import json
 import os
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from models.config import ModelConfig
+
+if TYPE_CHECKING:
+    import torch
 
 FORMAT = "posestream.model"
 FORMAT_VERSION = 1
@@ -156,20 +160,52 @@ def load_checkpoint(path: str | os.PathLike, expect_layout: str | None = None, d
     return model.eval().to(device)
 
 
-def load_matching(model, path: str | os.PathLike) -> list[str]:
+def load_matching(model, path: str | os.PathLike, widen: bool = False) -> list[str]:
     """Copy into ``model`` each tensor of the checkpoint at ``path`` whose name and shape match (fine-tuning,
     or starting a network grown by a head from its smaller self); returns the names of ``model``'s tensors
-    that were left as they were. Raises ValueError when nothing matches."""
+    that were left as they were. Raises ValueError when nothing matches.
+
+    With ``widen``, a tensor the network has wider than the checkpoint (same name and rank, same kernel,
+    more channels) takes the checkpoint's values in its leading slice (:func:`widened`), so a network built
+    wider starts where the narrower one stopped. Only for the same architecture at a larger width: a head
+    with more joints would take the old joints' weights."""
     path = Path(path)
     manifest = read_manifest(path)
     tensors = _verified_tensors(path, manifest)
     state = model.state_dict()
     same = {n: t.to(state[n].dtype) for n, t in tensors.items()
             if n in state and tuple(t.shape) == tuple(state[n].shape)}
+    if widen:
+        same.update({n: widened(t, state[n]) for n, t in tensors.items()
+                     if n in state and n not in same and _embeds(t.shape, state[n].shape)})
     if not same:
         raise ValueError(f"{path}: no tensor matches the network by name and shape")
     model.load_state_dict(same, strict=False)
     return sorted(set(state) - set(same))
+
+
+def widened(old: torch.Tensor, built: torch.Tensor) -> torch.Tensor:
+    """``built`` (a layer of the wider network, as initialised) with ``old`` in its leading slice.
+
+    Dimension 0 is a layer's outputs and dimension 1 its inputs (convolutions; BatchNorm tensors and
+    biases have only outputs). The old outputs read the old inputs through the old weights and the new
+    inputs through zeros; the new outputs keep their initial weights, and new BatchNorm channels their
+    initial statistics. Applied to every layer, the old channels of every feature map compute what they
+    computed in the narrower network (residual sums, pooling and upsampling act channel by channel), and
+    heads that read only through zeros from the new channels give its outputs exactly. The new channels
+    are not a dead end: their activations are not zero, so the zeroed weights that read them get gradients.
+    """
+    out = built.detach().clone()
+    if old.dim() >= 2:
+        out[: old.shape[0], old.shape[1]:] = 0
+    out[tuple(slice(0, s) for s in old.shape)] = old.to(out.dtype)
+    return out
+
+
+def _embeds(small: tuple[int, ...], big: tuple[int, ...]) -> bool:
+    """Whether a tensor of shape ``small`` fits the leading slice of ``big`` along channels only."""
+    return (len(small) == len(big) and tuple(small[2:]) == tuple(big[2:])
+            and all(s <= b for s, b in zip(small[:2], big[:2])) and tuple(small) != tuple(big))
 
 
 def _verified_tensors(path: Path, manifest: dict) -> dict:

@@ -178,3 +178,31 @@ def test_a_network_grown_by_stacks_starts_as_its_smaller_self_and_learns(tmp_pat
     assert grown.grow(names) == names
     with pytest.raises(ValueError, match="not the first ones"):
         grown.grow([n for n in names if n.startswith("hourglasses.0.")])
+
+
+@pytest.mark.parametrize("name, args", [("hg1", {"depth": 2}), ("spm_small", {"stages": 2, "stem": "light"})])
+def test_a_network_built_wider_starts_as_its_narrower_self_and_learns(tmp_path, name, args):
+    narrow = _trained_tiny(name, arch_args={"width": 32, **args})
+    path = tmp_path / "narrow.safetensors"
+    save_checkpoint(narrow, path)
+    torch.manual_seed(9)
+    wide = build_model(name, arch_args={"width": 48, **args}, input_size=(64, 64))
+    # without widen the wider layers are not loaded; with it, every tensor is
+    assert "hourglasses.0.up.0.conv1.weight" in load_matching(wide, path)
+    assert load_matching(wide, path, widen=True) == []
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        want = narrow.infer(x)
+        got = wide.eval().infer(x)
+    for key in want:
+        torch.testing.assert_close(got[key], want[key])
+    # the new channels carry signal, and the zeroed weights that read them get gradients
+    conv = wide.hourglasses[0].up[0].conv1
+    assert conv.weight[:16, 32:].abs().sum() == 0 and conv.weight[16:].abs().sum() > 0
+    wide.train()
+    loss = sum(m.square().mean() for out in wide(x) for m in out.values())
+    loss.backward()
+    assert conv.weight.grad[:16, 32:].abs().sum() > 0
+    # narrower is not wider: a network narrower than the checkpoint takes nothing of the differing layers
+    narrower = build_model(name, arch_args={"width": 16, **args}, input_size=(64, 64))
+    assert "hourglasses.0.up.0.conv1.weight" in load_matching(narrower, path, widen=True)

@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", help="start from the tensors of this checkpoint that match by name and shape "
                                   "(fine-tuning; new heads start fresh; a hourglass or SPM with more stacks than the "
                                   "checkpoint starts with copies of its last stack)")
+    p.add_argument("--widen", action="store_true", help="with --init: a network built wider than the checkpoint "
+                                                        "(a larger --width) starts as the narrower one "
+                                                        "(models.checkpoint.widened)")
     p.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
     return p
 
@@ -44,7 +47,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     flat = {"model": args.model, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
             "optimizer": args.optimizer, "schedule": args.schedule, "train_samples": args.train_samples,
             "val_samples": args.val_samples, "workers": args.workers, "max_steps": args.max_steps,
-            "seed": args.seed, "out": args.out, "init": args.init}
+            "seed": args.seed, "out": args.out, "init": args.init, "widen": args.widen or None}
     cfg = replace(cfg, **{k: v for k, v in flat.items() if v is not None})
     overrides = dict(cfg.model_overrides)
     if args.input_size:

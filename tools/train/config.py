@@ -17,7 +17,8 @@ Config file sections (every key optional; flags override): [model] name, input_s
 batch_size, workers, shuffle_buffer; [augment] AugmentParams fields; [optim] optimizer, lr, weight_decay,
 momentum, schedule, factor, patience, step_size, epochs, grad_clip, amp, seed, foreground_weight, root_weight, disp_weight,
 depth_weight, heatmap_weight, max_steps, init (a checkpoint whose matching tensors start the run: fine-tuning, a
-grown head, or a network grown by stacks: models.hourglass.grow_stacks); [output] dir, tensorboard.
+grown head, or a network grown by stacks: models.hourglass.grow_stacks), widen (with init: a network built wider
+than the checkpoint starts as the narrower one: models.checkpoint.widened); [output] dir, tensorboard.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ SECTIONS = {
              "batch_size", "workers", "shuffle_buffer"),
     "optim": ("optimizer", "lr", "weight_decay", "momentum", "schedule", "factor", "patience", "step_size",
               "epochs", "grad_clip", "amp", "seed", "foreground_weight", "root_weight", "disp_weight", "depth_weight",
-              "heatmap_weight", "max_steps", "init"),
+              "heatmap_weight", "max_steps", "init", "widen"),
     "output": {"dir": "out", "tensorboard": "tensorboard"},
 }
 
@@ -72,6 +73,7 @@ class TrainConfig:
     heatmap_weight: float = 1.0
     max_steps: int = 0
     init: str = ""
+    widen: bool = False
     out: str = "runs/train"
     tensorboard: bool = True
 
@@ -82,6 +84,8 @@ class TrainConfig:
                 raise ValueError(f"train config: {name} must be one of {allowed}, got {getattr(self, name)!r}")
         if self.source == "shards" and not (self.shards and self.val_shards):
             raise ValueError("train config: source 'shards' needs data.shards and data.val_shards")
+        if self.widen and not self.init:
+            raise ValueError("train config: widen needs init (the narrower checkpoint)")
         for name in ("batch_size", "epochs", "train_samples", "val_samples"):
             if getattr(self, name) < 1:
                 raise ValueError(f"train config: {name} must be >= 1, got {getattr(self, name)}")

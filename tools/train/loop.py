@@ -56,7 +56,7 @@ class Trainer:
         self.layout = get_layout(self.model_cfg.layout)
         self.model = build_model(self.model_cfg)
         if cfg.init:
-            fresh = load_matching(self.model, cfg.init)
+            fresh = load_matching(self.model, cfg.init, widen=cfg.widen)
             if hasattr(self.model, "grow"):  # a stacked network grown from fewer stacks
                 fresh = self.model.grow(fresh)
             if self.rank == 0:
