@@ -192,7 +192,7 @@ def widened(old: torch.Tensor, built: torch.Tensor) -> torch.Tensor:
     inputs through zeros; the new outputs keep their initial weights, and new BatchNorm channels their
     initial statistics. Applied to every layer, the old channels of every feature map compute what they
     computed in the narrower network (residual sums, pooling and upsampling act channel by channel; a
-    network that concatenated or grouped channels would need more than this, and ours do neither), and
+    network that concatenated widened feature maps or grouped their channels would need more; ours do not), and
     heads that read only through zeros from the new channels give its outputs exactly. The new channels
     are not a dead end: their activations are not zero, so the zeroed weights that read them get gradients.
     """
