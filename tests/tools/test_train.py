@@ -30,6 +30,11 @@ def test_config_file_and_errors(tmp_path):
         load_config(path)
     with pytest.raises(ValueError, match="optimizer"):
         TrainConfig(optimizer="sgd")
+    path.write_text('[optim]\nwiden = true\n')
+    with pytest.raises(ValueError, match="widen needs init"):
+        load_config(path)
+    path.write_text('[optim]\ninit = "narrow.safetensors"\nwiden = true\n')
+    assert load_config(path).widen and not TrainConfig().widen
     assert train_main(["--config", str(tmp_path / "missing.toml")]) == 2
 
 
