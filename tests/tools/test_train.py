@@ -94,6 +94,20 @@ def _tiny(tmp_path, **kw) -> TrainConfig:
     return TrainConfig(**{**base, **kw})
 
 
+def test_val_seed_keeps_the_validation_images_while_the_training_images_change(tmp_path):
+    def seeds(**kw):
+        trainer = Trainer(_tiny(tmp_path, **kw))
+        return trainer._loader(True, 0).dataset.seed, trainer._loader(False, 0).dataset.seed
+
+    assert seeds(seed=4) == (4001, 4999)
+    assert seeds(seed=5) == (5001, 5999)
+    assert seeds(seed=5, val_seed=4) == (5001, 4999)
+    path = tmp_path / "run.toml"
+    path.write_text("[data]\nval_seed = 4\n[optim]\nseed = 5\n")
+    cfg = load_config(path)
+    assert (cfg.seed, cfg.val_seed) == (5, 4) and TrainConfig().val_seed is None
+
+
 def test_checkpoints_logs_and_resume(tmp_path):
     Trainer(_tiny(tmp_path)).fit()
     out = tmp_path / "run"

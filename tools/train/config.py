@@ -14,7 +14,8 @@ loss and samples/s; ``log.csv`` (and TensorBoard when installed). Under ``torchr
 
 Config file sections (every key optional; flags override): [model] name, input_size, layout, arch_args, codec;
 [data] source ("synth"|"shards"), train_samples, val_samples, synth_size, persons, shards, val_shards,
-batch_size, workers, shuffle_buffer; [augment] AugmentParams fields; [optim] optimizer, lr, weight_decay,
+batch_size, workers, shuffle_buffer, val_seed (the synthetic validation images' seed, default: seed; keep it while
+changing seed to train on fresh images against the same validation set); [augment] AugmentParams fields; [optim] optimizer, lr, weight_decay,
 momentum, schedule, factor, patience, step_size, epochs, grad_clip, amp, seed, foreground_weight, root_weight, disp_weight,
 depth_weight, heatmap_weight, max_steps, init (a checkpoint whose matching tensors start the run: fine-tuning, a
 grown head, or a network grown by stacks: models.hourglass.grow_stacks), widen (with init: a network built wider
@@ -29,7 +30,7 @@ from pathlib import Path
 SECTIONS = {
     "model": {"name": "model", "input_size": None, "layout": None, "arch_args": None, "codec": None},
     "data": ("source", "train_samples", "val_samples", "synth_size", "persons", "shards", "val_shards",
-             "batch_size", "workers", "shuffle_buffer"),
+             "batch_size", "workers", "shuffle_buffer", "val_seed"),
     "optim": ("optimizer", "lr", "weight_decay", "momentum", "schedule", "factor", "patience", "step_size",
               "epochs", "grad_clip", "amp", "seed", "foreground_weight", "root_weight", "disp_weight", "depth_weight",
               "heatmap_weight", "max_steps", "init", "widen"),
@@ -53,6 +54,7 @@ class TrainConfig:
     batch_size: int = 16
     workers: int = 2
     shuffle_buffer: int = 256
+    val_seed: int | None = None
     augment: dict = field(default_factory=dict)
     optimizer: str = "adam"
     lr: float = 7e-4

@@ -104,7 +104,8 @@ class Trainer:
             files = sorted(str(p) for pattern in files for p in Path().glob(pattern)) or list(files)
             ds = ShardDataset(targets, files[self.rank::self.world] if train else files, c.shuffle_buffer, c.seed)
         else:
-            seed = (c.seed * 1000 + self.rank + 1) if train else (c.seed * 1000 + 999)
+            val_seed = c.seed if c.val_seed is None else c.val_seed
+            seed = (c.seed * 1000 + self.rank + 1) if train else (val_seed * 1000 + 999)
             ds = SynthDataset(targets, c.train_samples if train else c.val_samples, seed, c.synth_size, c.persons)
         ds.set_epoch(epoch if train else 0)
         return DataLoader(ds, batch_size=c.batch_size, num_workers=c.workers, pin_memory=self.device.type == "cuda",
