@@ -15,6 +15,7 @@ use :func:`linear_taps` in numpy per RGB plane. Both agree with the ``grid_sampl
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -101,6 +102,7 @@ class Preprocessor:
         self._inv_std = 1.0 / torch.tensor(std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
         self._scale = (1.0 / np.asarray(std, np.float64)).astype(np.float32)  # host path: v * scale - offset
         self._offset = (np.asarray(mean, np.float64) / np.asarray(std, np.float64)).astype(np.float32)
+        self._local = threading.local()  # per-thread work arrays (_scratch)
 
     def canvas(self, frames: Sequence[np.ndarray]) -> tuple[torch.Tensor, tuple[int, int]]:
         """Frames stacked (zero-padded to the largest) as uint8 [B,H,W,3] on the device, and its (w, h)."""
@@ -169,14 +171,26 @@ class Preprocessor:
             fh, fw = frames[f].shape[:2]
             rx, ry = resize_span(w, fw, m[0, 0], m[0, 2]), resize_span(h, fh, m[1, 1], m[1, 2])
             if rx is not None and ry is not None:
-                small = cv2.resize(frames[f].astype(np.float32), (rx[1] - rx[0], ry[1] - ry[0]),
-                                   interpolation=cv2.INTER_LINEAR)
-                self._place(cv2.split(small)[::-1], out[n], ry, rx)
+                frame = self._scratch("frame", frames[f].shape)
+                np.copyto(frame, frames[f])
+                small = self._scratch("small", (ry[1] - ry[0], rx[1] - rx[0], 3))
+                cv2.resize(frame, small.shape[1::-1], dst=small, interpolation=cv2.INTER_LINEAR)
+                self._place([small[..., 2], small[..., 1], small[..., 0]], out[n], ry, rx)
                 continue
             if f not in planes:
                 planes[f] = cv2.split(np.ascontiguousarray(frames[f]))[::-1]  # uint8 [H,W] R, G, B
             self._warp_planes(planes[f], m, out[n])
         return torch.from_numpy(out).to(self.dtype)
+
+    def _scratch(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
+        """A float32 work array kept per thread and reused while ``shape`` stays the same. Fresh multi-MB arrays
+        on every call made glibc map and unmap their pages each time (at 448x352 input from 640x480 frames:
+        4.5 ms per frame instead of 0.8)."""
+        buf = getattr(self._local, name, None)
+        if buf is None or buf.shape != tuple(shape):
+            buf = np.empty(shape, np.float32)
+            setattr(self._local, name, buf)
+        return buf
 
     def _place(self, planes: Sequence[np.ndarray], dst: np.ndarray, rows: tuple[int, int], cols: tuple[int, int]):
         """Normalise RGB float planes [r,c] into dst[:, rows, cols] of dst [3,h,w]; black elsewhere."""

@@ -117,3 +117,21 @@ def test_resize_span_only_for_shrinking_whole_pixel_rectangles():
     up = Letterbox((61, 37), (80, 64)).matrix  # enlarging: border taps, not a plain resize
     assert resize_span(80, 61, up[0, 0], up[0, 2]) is None
     assert resize_span(10, 40, 0.5, -0.25) is None  # 20 pixels of content do not fit in 10
+
+
+def test_reused_work_arrays_never_leak_between_calls_or_shapes():
+    """The host path keeps its float work arrays between calls: results must not depend on what ran before,
+    and a returned batch must not change when the next call reuses those arrays."""
+    rng = np.random.default_rng(3)
+    a, b = rng.integers(0, 255, (480, 640, 3), np.uint8), rng.integers(0, 255, (600, 800, 3), np.uint8)
+    box_a, box_b = Letterbox((640, 480), (448, 352)).matrix, Letterbox((800, 600), (448, 352)).matrix
+    for box, (fh, fw) in ((box_a, a.shape[:2]), (box_b, b.shape[:2])):  # both take the resize path, other shapes
+        assert resize_span(448, fw, box[0, 0], box[0, 2]) and resize_span(352, fh, box[1, 1], box[1, 2])
+    fresh = Preprocessor((448, 352), (120, 110, 100), (60, 60, 60))([a], [box_a])
+    pre = Preprocessor((448, 352), (120, 110, 100), (60, 60, 60))
+    first = pre([a], [box_a])
+    kept = first.clone()
+    pre([b], [box_b])
+    again = pre([a, b], [box_a, box_b])
+    torch.testing.assert_close(first, kept, atol=0, rtol=0)
+    torch.testing.assert_close(again[:1], fresh, atol=0, rtol=0)
