@@ -14,12 +14,13 @@ loss and samples/s; ``log.csv`` (and TensorBoard when installed). Under ``torchr
 
 Config file sections (every key optional; flags override): [model] name, input_size, layout, arch_args, codec;
 [data] source ("synth"|"shards"), train_samples, val_samples, synth_size, persons, shards, val_shards,
-batch_size, workers, shuffle_buffer, val_seed (the synthetic validation images' seed, default: seed; keep it while
-changing seed to train on fresh images against the same validation set); [augment] AugmentParams fields; [optim] optimizer, lr, weight_decay,
-momentum, schedule, factor, patience, step_size, epochs, grad_clip, amp, seed, foreground_weight, root_weight, disp_weight,
-depth_weight, heatmap_weight, max_steps, init (a checkpoint whose matching tensors start the run: fine-tuning, a
-grown head, or a network grown by stacks: models.hourglass.grow_stacks), widen (with init: a network built wider
-than the checkpoint starts as the narrower one: models.checkpoint.widened); [output] dir, tensorboard.
+batch_size, workers, shuffle_buffer, val_seed (the synthetic validation images' seed, default: seed; keep it
+while changing seed to train on fresh images against the same validation set); [augment] AugmentParams fields;
+[optim] optimizer, lr, weight_decay, momentum, schedule, factor, patience, step_size, epochs, grad_clip, amp, seed,
+foreground_weight, root_weight, disp_weight, depth_weight, heatmap_weight, max_steps, init (a checkpoint whose
+matching tensors start the run: fine-tuning, a grown head, or a network grown by stacks:
+models.hourglass.grow_stacks), widen (with init: a network built wider than the checkpoint starts as the narrower
+one: models.checkpoint.widened); [output] dir, tensorboard.
 """
 
 from __future__ import annotations
