@@ -2,7 +2,7 @@
 
 Steps: 3x3 max-pool NMS + threshold on the root map, top-k with k = ``max_persons``, displacement reads at
 each root (averaged over a ``disp_window`` square), chaining along the layout's hierarchy, with joint heatmaps
-snapping each joint to its heatmap's maximum near the regressed point (argmax + quarter offset), depth reads
+snapping each joint to its heatmap's maximum near the regressed point (argmax + a log-parabola sub-pixel step), depth reads
 and chaining from the anchor, back-projection with the intrinsics. Rows past ``count`` are zero.
 """
 
@@ -57,7 +57,9 @@ def _read(maps: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def refine(xy: torch.Tensor, heatmaps: torch.Tensor, window: int, threshold: float):
     """Snap joints xy [B,P,K,2] (map px) to their heatmap's maximum in a ``window`` square around them.
 
-    The maximum gets a quarter-pixel step towards its higher neighbour on each axis. Joints whose maximum is
+    The maximum moves to the vertex of the parabola through the log of it and its two neighbours on each axis:
+    exact for a Gaussian peak, as the targets are (DARK's log-domain step, without its blur; in place of a
+    quarter-pixel step towards the higher neighbour, it raised OKS AP on each validation clip). Joints whose maximum is
     below ``threshold`` (not seen by the heatmaps) keep their regressed position. Two gathers in all.
     Returns (xy [B,P,K,2], score [B,P,K] = the maximum, clamped to [0, 1]).
     """
@@ -74,12 +76,19 @@ def refine(xy: torch.Tensor, heatmaps: torch.Tensor, window: int, threshold: flo
     by = qy.gather(-1, arg[..., None])
     nx = torch.cat([bx + 1, bx - 1, bx, bx], dim=-1)
     ny = torch.cat([by, by, by + 1, by - 1], dim=-1)
-    n = _read(heatmaps, nx, ny)  # right, left, below, above
-    dx = torch.sign(n[..., 0] - n[..., 1]) * 0.25
-    dy = torch.sign(n[..., 2] - n[..., 3]) * 0.25
+    n = _read(heatmaps, nx, ny).clamp_min(1e-6).log()  # right, left, below, above
+    c = best.clamp_min(1e-6).log()
+    dx, dy = _vertex(n[..., 1], c, n[..., 0]), _vertex(n[..., 3], c, n[..., 2])
     snapped = torch.stack([bx[..., 0].to(xy.dtype) + dx, by[..., 0].to(xy.dtype) + dy], dim=-1)
     keep = (best >= threshold)[..., None]
     return torch.where(keep, snapped, xy), best.clamp(0.0, 1.0)
+
+
+def _vertex(before: torch.Tensor, at: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
+    """Offset in [-0.5, 0.5] of the vertex of the parabola through (-1, before), (0, at), (1, after); 0 where flat."""
+    curve = before + after - 2.0 * at
+    step = 0.5 * (before - after) / torch.where(curve < -1e-6, curve, torch.ones_like(curve))
+    return torch.where(curve < -1e-6, step, torch.zeros_like(step)).clamp(-0.5, 0.5)
 
 
 def find_roots(root: torch.Tensor, max_persons: int, threshold: float):

@@ -217,7 +217,8 @@ def test_heatmaps_snap_regressed_joints_onto_their_peaks():
         if with_heat:
             assert decoded.score[0, :4].min() > 0.5 and not decoded.score[0, 4:].any()
     assert errors[False].mean() > 2.0
-    assert errors[True].mean() < 0.8 and errors[True].max() < 1.5  # argmax + quarter offset: within 1 input px
+    # the log-parabola step is exact on Gaussian peaks (a quarter-pixel step was off by 0.4 input px on average)
+    assert errors[True].max() < 0.01
 
 
 def test_joints_the_heatmaps_do_not_see_keep_their_regressed_position():
