@@ -21,8 +21,9 @@ class SPMDecoded(NamedTuple):
         xy: [B,P,K,2] input pixels.
         score: [B,P,K] per-joint score: the joint heatmap's maximum near the joint when the network has
             heatmaps, else the person's root score.
-        person_score: [B,P] root-map value at the person's root, 0 for padded rows.
-        count: [B] int64 number of valid rows (they come first, by decreasing score).
+        person_score: [B,P] in [0, 1], 0 for padded rows: the root-map peak (clamped to 1), times the mean
+            joint score when the network has heatmaps.
+        count: [B] int64 number of valid rows (they come first, by decreasing person_score).
         xyz: [B,P,K,3] camera coordinates in mm, or None without a depth output.
     """
 
@@ -165,13 +166,16 @@ def decode_spm(codec, outputs: dict, intrinsics: torch.Tensor | None = None) -> 
     from_root = torch.tensor(codec.from_root, dtype=disp.dtype, device=disp.device)
     est = _window_mean(disp, x, y, p.disp_window, from_root, p.z).reshape(b, -1, k, 2)  # map px
     xy = _chain(est, codec.disp_parent, lay.levels, codec.from_root)
-    person_score = pscore * valid
+    person_score = pscore.clamp(max=1.0) * valid  # a peak of the network's map may overshoot 1 a little
     heatmaps = outputs.get("heatmaps")
     if heatmaps is None:
         score = person_score[:, :, None].expand(-1, -1, k)
     else:
         xy, score = refine(xy, heatmaps, p.refine_window, p.refine_threshold)
         score = score * valid[:, :, None]
+        # a person's confidence: its root peak times the mean of its joints' heatmap peaks (as DEKR scores a
+        # pose), so a root with no body behind it ranks low; kept above 0 for the rows that hold a person
+        person_score = (person_score * score.mean(dim=-1)).clamp(min=1e-6) * valid
     xy = ((xy + 0.5) * p.stride - 0.5) * valid[:, :, None, None]
     xyz = None
     if depth is not None:
@@ -184,7 +188,26 @@ def decode_spm(codec, outputs: dict, intrinsics: torch.Tensor | None = None) -> 
         zs = _chain(zs, codec.depth_parent, _depth_levels(codec), skip)[..., 0]
         xyz = torch.stack([(xy[..., 0] - cx) * zs / fx, (xy[..., 1] - cy) * zs / fy, zs], dim=-1)
         xyz = xyz * valid[:, :, None, None]
+    if heatmaps is not None:  # rows by decreasing person score (padded rows, at 0, stay last)
+        order = _descending(person_score)
+        xy, score, person_score = _rows(xy, order), _rows(score, order), person_score.gather(1, order)
+        xyz = None if xyz is None else _rows(xyz, order)
     return SPMDecoded(xy=xy, score=score, person_score=person_score, count=(pscore > 0).sum(dim=1), xyz=xyz)
+
+
+def _descending(score: torch.Tensor) -> torch.Tensor:
+    """Row order [B,P] by decreasing score [B,P], ties in their given order: the same in PyTorch and ONNX
+    (the exporter has no stable sort, and TopK breaks ties its own way), so it ranks by comparison."""
+    i = torch.arange(score.shape[1], device=score.device)
+    ahead = (score[:, None, :] > score[:, :, None]) | ((score[:, None, :] == score[:, :, None]) & (i < i[:, None]))
+    rank = ahead.sum(dim=-1)  # [B,P]: how many rows go before each; all distinct
+    return torch.zeros_like(rank).scatter(1, rank, i.expand_as(rank).contiguous())
+
+
+def _rows(values: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """values [B,P,...] with its rows taken in ``order`` [B,P]."""
+    index = order.reshape(*order.shape, *([1] * (values.dim() - 2))).expand_as(values)
+    return values.gather(1, index)
 
 
 def _depth_levels(codec) -> tuple[int, ...]:

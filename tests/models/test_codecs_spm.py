@@ -221,6 +221,37 @@ def test_heatmaps_snap_regressed_joints_onto_their_peaks():
     assert errors[True].max() < 0.01
 
 
+def test_person_score_weighs_the_root_by_the_joints_and_orders_the_rows():
+    codec = _heat_codec()
+    kp, _, roots = _scene(codec, 3, 21, codec.default_intrinsics())
+    kp = np.clip(kp, 8, [311, 247])
+    t = codec.encode(kp, np.ones(kp.shape[:2]))
+    maps = {name: torch.from_numpy(t[name])[None].float() for name in ("root", "disp", "heatmaps")}
+    alone = [codec.encode(kp[i:i + 1], np.ones((1, kp.shape[1]))) for i in range(3)]
+    # person 0's root peaks highest (above 1, as a network's may), but only its first 5 joints have heatmaps;
+    # person 2's root is the weakest, with every joint seen
+    root = np.maximum.reduce([a["root"] * f for a, f in zip(alone, (1.05, 1.0, 0.8))])
+    faint = np.where(np.arange(kp.shape[1])[:, None, None] < 5, alone[0]["heatmaps"], 0.0)
+    heat = np.maximum.reduce([faint, alone[1]["heatmaps"], alone[2]["heatmaps"]])
+    maps["root"], maps["heatmaps"] = torch.from_numpy(root)[None].float(), torch.from_numpy(heat)[None].float()
+    d = codec.decode(maps)
+    assert d.count.tolist() == [3]
+    order = _match(d.xy[0].numpy(), 3, roots, codec)  # decoded row of each true person
+    ps = d.person_score[0].numpy()
+    assert list(order) == [2, 0, 1]  # person 0 ranks last despite its root
+    assert np.all(np.diff(ps[:3]) <= 0) and ps.max() <= 1.0 and not ps[3:].any()
+    roots_seen = ps[:3] / d.score[0, :3].numpy().mean(-1)  # the root peaks, clamped to 1
+    assert roots_seen[2] > roots_seen[0] > roots_seen[1] and 0.9 < roots_seen[2] <= 1.0 + 1e-6
+    assert ps[2] < 0.3  # 5 of 19 joints seen
+
+
+def test_rows_with_equal_scores_keep_their_order():
+    from models.codecs.spm_decode import _descending
+
+    score = torch.tensor([[0.2, 0.5, 0.2, 0.0, 0.5, 0.0], [0.1, 0.1, 0.1, 0.1, 0.1, 0.1]])
+    assert _descending(score).tolist() == [[1, 4, 0, 2, 3, 5], [0, 1, 2, 3, 4, 5]]
+
+
 def test_joints_the_heatmaps_do_not_see_keep_their_regressed_position():
     codec = _heat_codec()
     kp, _, _ = _scene(codec, 3, 13, codec.default_intrinsics())
