@@ -53,9 +53,9 @@ def run(model: str, layout: str, seeds: list[int], frames: int, persons: tuple[i
     return evaluate(offline, gts), evaluate(live, gts)
 
 
-def crops_pckh(model: str, seeds: list[int], persons: tuple[int, int], flip_test: bool = False
-               ) -> tuple[float, float, int]:
-    """(PCKh@0.5 without pelvis and thorax as in MPII tables, PCKh@0.5 of all joints, crops) on GT-box crops."""
+def crops_pckh(model: str, seeds: list[int], persons: tuple[int, int], flip_test: bool = False) -> dict:
+    """PCKh@0.5 on GT-box crops: ``mpii`` (without pelvis and thorax, as in MPII tables), ``all`` joints,
+    ``visible`` and ``occluded`` joints apart, ``per_joint`` {name: value}, and the number of ``crops``."""
     import numpy as np
     import torch
 
@@ -83,11 +83,16 @@ def crops_pckh(model: str, seeds: list[int], persons: tuple[int, int], flip_test
                 xy, _ = codec.decode(out["heatmaps"].float(), method="dark")
             preds.append(xy[0].numpy())
             gts.append(item["keypoints"].numpy())
-            vis.append(item["vis"].numpy() > 0)
+            vis.append(item["vis"].numpy())
             heads.append(float(item["head_size"]))
-    p, g, v, h = np.stack(preds), np.stack(gts), np.stack(vis), np.array(heads)
-    keep = [j for j, n in enumerate(targets.layout.names) if n not in ("pelvis", "thorax")]
-    return float(pckh(p[:, keep], g[:, keep], v[:, keep], h)[1]), float(pckh(p, g, v, h)[1]), len(p)
+    p, g, v, h = np.stack(preds), np.stack(gts), np.stack(vis), np.array(heads)  # v: 2 visible, 1 occluded
+    names = targets.layout.names
+    keep = [j for j, n in enumerate(names) if n not in ("pelvis", "thorax")]
+    per_joint, every = pckh(p, g, v > 0, h)
+    return {"mpii": float(pckh(p[:, keep], g[:, keep], v[:, keep] > 0, h)[1]), "all": float(every),
+            "visible": float(pckh(p, g, v == 2, h)[1]), "occluded": float(pckh(p, g, v == 1, h)[1]),
+            "occluded_share": float((v == 1).sum() / max(1, (v > 0).sum())),
+            "per_joint": {n: round(float(x), 4) for n, x in zip(names, per_joint)}, "crops": len(p)}
 
 
 def _seeds(text: str) -> list[int]:
@@ -112,10 +117,13 @@ def main(argv: list[str] | None = None) -> int:
     lo, _, hi = args.persons.partition("-")
     seeds, persons = _seeds(args.seeds), (int(lo), int(hi or lo))
     if args.protocol == "crops":
-        mpii, every, n = crops_pckh(args.model, seeds, persons, args.flip_test)
-        for case, value in (("crops_pckh@0.5", mpii), ("crops_pckh@0.5_all", every)):
-            emit("accuracy", case, value, "fraction", model=args.model, seeds=args.seeds, crops=n, flip_test=args.flip_test,
-                 machine=machine())
+        r = crops_pckh(args.model, seeds, persons, args.flip_test)
+        info = dict(model=args.model, seeds=args.seeds, crops=r["crops"], flip_test=args.flip_test, machine=machine())
+        emit("accuracy", "crops_pckh@0.5", r["mpii"], "fraction", **info)
+        emit("accuracy", "crops_pckh@0.5_all", r["all"], "fraction", per_joint=r["per_joint"], **info)
+        emit("accuracy", "crops_pckh@0.5_visible", r["visible"], "fraction", **info)
+        emit("accuracy", "crops_pckh@0.5_occluded", r["occluded"], "fraction", share=round(r["occluded_share"], 4),
+             **info)
         return 0
     with tempfile.TemporaryDirectory(prefix="posestream-acc-") as tmp:
         results = run(args.model, args.layout, seeds, args.frames, persons, Path(tmp), args.flip_test)
