@@ -107,23 +107,24 @@ def _window_mean(maps: torch.Tensor, x: torch.Tensor, y: torch.Tensor, window: i
 
     Each read is multiplied by ``scale`` (when given: the same as scaling the maps, without touching the rest of
     them). With ``base`` [C//2] (1 where a channel pair is relative to the read pixel), the pixel (x, y) is then
-    added to those channel pairs before averaging, so absolute positions are averaged.
+    added to those channel pairs before averaging, so absolute positions are averaged. One gather for the
+    whole window.
     """
     b, c, h, w = maps.shape
-    flat = maps.flatten(2)
-    total = None
+    p = x.shape[1]
     r = window // 2
-    for oy in range(-r, r + 1):
-        for ox in range(-r, r + 1):
-            qx, qy = (x + ox).clamp(0, w - 1), (y + oy).clamp(0, h - 1)
-            read = torch.gather(flat, 2, (qy * w + qx).unsqueeze(1).expand(-1, c, -1)).transpose(1, 2)
-            if scale is not None:
-                read = read * scale
-            if base is not None:
-                q = torch.stack([qx, qy], dim=-1).to(maps.dtype)  # [B,P,2]
-                read = read + (q[:, :, None, :] * base[None, None, :, None]).flatten(2)
-            total = read if total is None else total + read
-    return total / float(window * window)
+    steps = torch.arange(-r, r + 1, device=maps.device)
+    qx = (x[..., None] + steps.repeat(window)).clamp(0, w - 1)  # [B,P,N], N = window * window
+    qy = (y[..., None] + steps.repeat_interleave(window)).clamp(0, h - 1)
+    n = qx.shape[-1]
+    index = (qy * w + qx).reshape(b, 1, p * n).expand(-1, c, -1)
+    read = torch.gather(maps.flatten(2), 2, index).reshape(b, c, p, n).permute(0, 2, 1, 3)  # [B,P,C,N]
+    if scale is not None:
+        read = read * scale
+    if base is not None:
+        q = torch.stack([qx, qy], dim=2).to(maps.dtype)  # [B,P,2,N]
+        read = read + (base[:, None, None] * q[:, :, None]).reshape(b, p, c, n)
+    return read.mean(dim=-1)
 
 
 def _chain(values: torch.Tensor, parents: tuple[int, ...], levels: tuple[int, ...], skip: tuple[bool, ...]):

@@ -266,3 +266,24 @@ def test_joints_the_heatmaps_do_not_see_keep_their_regressed_position():
     for bad in ({"refine_window": 4}, {"heatmap_sigma": -1.0}, {"refine_threshold": float("nan")}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             SPMParams(INPUT, **bad)
+
+
+@pytest.mark.parametrize("window", [1, 3, 5])
+def test_window_mean_matches_reading_pixel_by_pixel(window):
+    from models.codecs.spm_decode import _window_mean
+
+    g = torch.Generator().manual_seed(window)
+    maps = torch.randn(2, 6, 9, 11, generator=g, dtype=torch.float64)
+    x, y = torch.tensor([[0, 5, 10], [3, 10, 1]]), torch.tensor([[0, 4, 8], [8, 1, 2]])  # corners and edges too
+    base = torch.tensor([1.0, 0.0, 1.0])  # channel pairs 0 and 2 are relative to the read pixel
+    got = _window_mean(maps, x, y, window, base, 0.5)
+    r = window // 2
+    for b in range(2):
+        for p in range(3):
+            reads = []
+            for oy in range(-r, r + 1):
+                for ox in range(-r, r + 1):
+                    qx, qy = min(max(int(x[b, p]) + ox, 0), 10), min(max(int(y[b, p]) + oy, 0), 8)
+                    v = maps[b, :, qy, qx] * 0.5
+                    reads.append(v + torch.tensor([qx, qy] * 3, dtype=v.dtype) * base.repeat_interleave(2))
+            torch.testing.assert_close(got[b, p], torch.stack(reads).mean(0))
