@@ -21,8 +21,9 @@ from tools.evaluate import evaluate
 
 # (zoo name, clip layout, people, frames, seed, {metric: (floor, higher_is_better)})
 # Seeds are held out: training draws its seeds from 10**10 upwards (tools/train/loop.py).
-# Measured (2026-11-24 09:39): default (fifth shipment: stage 6, disp_window 5, log-parabola joint snap, person score
-# = root x mean joint score) joint F1 0.356, MPJPE 212 mm, 3D PCK@150mm 0.375, OKS AP 0.276 (fourth shipment 0.324,
+# Measured (2026-11-24 10:17): default (fifth shipment: stages 6-7, disp_window 5, log-parabola joint snap, person
+# score = root x mean joint score) joint F1 0.360, MPJPE 209 mm, 3D PCK@150mm 0.390, OKS AP 0.283 (stage 6 alone,
+# 09:39: 0.356, 212 mm, 0.375, 0.276; fourth shipment 0.324,
 # 222 mm, 0.341, 0.239; third, 320x256: 0.290, 228 mm, 0.394, 0.277; second: 0.096, 278 mm, 0.185, 0.047);
 # hg_mpii (fourth shipment, 2 stacks at 192x192) PCKh@0.5 0.993, OKS AP 0.990.
 CASES = [
