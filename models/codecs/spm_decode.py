@@ -2,8 +2,8 @@
 
 Steps: 3x3 max-pool NMS + threshold on the root map, top-k with k = ``max_persons``, displacement reads at
 each root (averaged over a ``disp_window`` square), chaining along the layout's hierarchy, with joint heatmaps
-snapping each joint to its heatmap's maximum near the regressed point (argmax + a log-parabola sub-pixel step), depth reads
-and chaining from the anchor, back-projection with the intrinsics. Rows past ``count`` are zero.
+snapping each joint to its heatmap's maximum near the regressed point (argmax + a log-parabola sub-pixel step),
+depth reads and chaining from the anchor, back-projection with the intrinsics. Rows past ``count`` are zero.
 """
 
 from __future__ import annotations
@@ -55,19 +55,24 @@ def _read(maps: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return torch.gather(maps.flatten(2), 2, idx).reshape(b, k, p, n).permute(0, 2, 1, 3)
 
 
+def _offsets(window: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x, y) offsets [window * window] of a ``window`` square centred on 0, row by row."""
+    r = window // 2
+    steps = torch.arange(-r, r + 1, device=device)
+    return steps.repeat(window), steps.repeat_interleave(window)
+
+
 def refine(xy: torch.Tensor, heatmaps: torch.Tensor, window: int, threshold: float):
     """Snap joints xy [B,P,K,2] (map px) to their heatmap's maximum in a ``window`` square around them.
 
     The maximum moves to the vertex of the parabola through the log of it and its two neighbours on each axis:
     exact for a Gaussian peak, as the targets are (DARK's log-domain step, without its blur; in place of a
-    quarter-pixel step towards the higher neighbour, it raised OKS AP on each validation clip). Joints whose maximum is
-    below ``threshold`` (not seen by the heatmaps) keep their regressed position. Two gathers in all.
+    quarter-pixel step towards the higher neighbour, it raised OKS AP on each validation clip). Joints whose
+    maximum is below ``threshold`` (not seen by the heatmaps) keep their regressed position. Two gathers in all.
     Returns (xy [B,P,K,2], score [B,P,K] = the maximum, clamped to [0, 1]).
     """
     h, w = heatmaps.shape[2:]
-    r = window // 2
-    steps = torch.arange(-r, r + 1, device=xy.device)
-    ox, oy = steps.repeat(window), steps.repeat_interleave(window)  # the window's offsets, row by row
+    ox, oy = _offsets(window, xy.device)
     cx = xy[..., 0].round().clamp(0, w - 1).long()
     cy = xy[..., 1].round().clamp(0, h - 1).long()
     qx = (cx[..., None] + ox).clamp(0, w - 1)  # [B,P,K,W*W]; off-map positions repeat an edge read
@@ -112,10 +117,9 @@ def _window_mean(maps: torch.Tensor, x: torch.Tensor, y: torch.Tensor, window: i
     """
     b, c, h, w = maps.shape
     p = x.shape[1]
-    r = window // 2
-    steps = torch.arange(-r, r + 1, device=maps.device)
-    qx = (x[..., None] + steps.repeat(window)).clamp(0, w - 1)  # [B,P,N], N = window * window
-    qy = (y[..., None] + steps.repeat_interleave(window)).clamp(0, h - 1)
+    ox, oy = _offsets(window, maps.device)
+    qx = (x[..., None] + ox).clamp(0, w - 1)  # [B,P,N], N = window * window
+    qy = (y[..., None] + oy).clamp(0, h - 1)
     n = qx.shape[-1]
     index = (qy * w + qx).reshape(b, 1, p * n).expand(-1, c, -1)
     read = torch.gather(maps.flatten(2), 2, index).reshape(b, c, p, n).permute(0, 2, 1, 3)  # [B,P,C,N]
