@@ -31,7 +31,7 @@ def test_quant_bench_writes_an_int8_graph_that_runs_and_reports_both_precisions(
     assert cases["float32 infer_ms"] > 0 and cases["int8 infer_ms"] > 0
     assert np.isclose(cases["int8 speed-up"], cases["float32 infer_ms"] / cases["int8 infer_ms"], rtol=1e-3)
     metrics = {c.split(" ", 1)[1] for c in cases if c.startswith(("float32 ", "int8 ")) and c.split(" ", 1)[1] not in ("infer_ms", "speed-up")}
-    assert {"OKS AP", "joint F1"} <= metrics
+    assert {"oks_ap", "joint_f1", "mpjpe_mm"} <= metrics
     assert all(f"{p} {m}" in cases for p in ("float32", "int8") for m in metrics)
 
     manifest = read_manifest(saved)

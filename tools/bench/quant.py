@@ -176,22 +176,10 @@ def time_graphs(paths: dict[str, Path], inputs: list[np.ndarray], rounds: int, i
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def metrics(summary: dict) -> dict[str, float]:
-    """The headline figures of a ``tools.evaluate`` summary."""
-    out = {}
-    if "pckh@0.5" in summary:
-        out["PCKh@0.5"] = summary["pckh@0.5"]
-    if "oks" in summary:
-        out["OKS AP"] = summary["oks"]["AP"]
-    if "mpjpe_mm" in summary:
-        out["MPJPE mm"] = summary["mpjpe_mm"]
-    out["joint F1"] = summary["joints"]["f1"]
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from models.checkpoint import read_manifest
+    from tools.demo import headline
     from tools.evaluate import _intrinsics, evaluate, predict
     from tools.synth import generate_clip
 
@@ -215,8 +203,10 @@ def main(argv: list[str] | None = None) -> int:
         frames, gts = [f for f, _ in clip], [r for _, r in clip]
         for k, path in (("float32", fp32), ("int8", int8)):
             summary = evaluate(predict(str(path), frames, _intrinsics(gts), "onnxruntime"), gts)
-            for name, value in metrics(summary).items():
-                emit("quant", f"{k} {name}", value, "", eval_seed=args.eval_seed, **info)
+            for name, value in headline(summary).items():
+                if name not in ("frames", "people"):
+                    emit("quant", f"{k} {name}", value, "mm" if name == "mpjpe_mm" else "fraction",
+                         eval_seed=args.eval_seed, **info)
     except ValueError as err:
         print(f"tools.bench quant: {err}", file=sys.stderr)
         return 2
