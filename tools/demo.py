@@ -23,17 +23,18 @@ from tools.synth.generate import generate_clip
 DEMO_SEED = 20261123  # held out: training draws seeds from 10**10 upwards (tools/train/loop.py)
 
 
-def make_sample(out: Path, seed: int, frames: int, persons: tuple[int, int], layout: str) -> tuple[Path, Path]:
+def make_sample(out: Path, seed: int, frames: int, persons: tuple[int, int], layout: str,
+                size: tuple[int, int] = (640, 480)) -> tuple[Path, Path]:
     """Write the sample clip and its ground truth under ``out`` (kept if already there for the same settings)."""
     video, gt = out / "sample.mp4", out / "sample.gt.jsonl"
     stamp = out / "sample.json"
-    settings = {"seed": seed, "frames": frames, "persons": list(persons), "layout": layout}
+    settings = {"seed": seed, "frames": frames, "persons": list(persons), "layout": layout, "size": list(size)}
     if video.is_file() and gt.is_file() and stamp.is_file() and json.loads(stamp.read_text()) == settings:
         return video, gt
     records = []
 
     def frames_of_clip():
-        for image, record in generate_clip(seed, persons=persons, frames=frames, size=(640, 480), layout=layout):
+        for image, record in generate_clip(seed, persons=persons, frames=frames, size=size, layout=layout):
             records.append(record)
             yield image
 
