@@ -152,7 +152,9 @@ def _summary(workdir: Path, wall_s: float) -> dict:
     frames = render.get("frames", 0)
     return {"frames": frames, "fps": round((frames - 1) / wall_s, 2) if wall_s > 0 else None,
             "engine_fps": engine.get("fps"), "latency_ms": render.get("latency_ms"),
-            "drops": capture.get("dropped", 0) + capture.get("lost", 0) + engine.get("drops", 0),
+            # every frame read but not published, wherever it went: the capture's newest-wins replacements and
+            # losses reach the engine as sequence gaps it counts too, so the two counts must not be added
+            "read": capture.get("read", 0), "drops": max(0, capture.get("read", 0) - frames),
             "errors": {"source": capture.get("error"), "corrupt_frames": capture.get("corrupt", 0),
                        "rejected_messages": engine.get("rejects", {}), "render_gaps": render.get("gaps", 0)},
             "resent": capture.get("resent", 0), "duplicates_dropped": render.get("duplicates", 0)}

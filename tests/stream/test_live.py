@@ -1,5 +1,6 @@
 """Live mode: a consumer slower than the source keeps latency bounded by dropping (and counting) frames."""
 
+import json
 import threading
 import urllib.request
 
@@ -52,3 +53,18 @@ def test_live_mode_with_a_slow_engine_drops_frames_and_keeps_latency_bounded(tmp
     assert worst < 0.5 * (publish[-1] - records[0].capture_ns / 1e6), "latency does not grow with the run"
     assert f'posestream_frames_total{{stream="live"}} {float(len(frames))}' in scrape
     assert "posestream_latency_seconds_bucket" in scrape
+
+
+def test_live_pipeline_summary_counts_each_unpublished_frame_once(tmp_path, capfd):
+    from stream.cli import main
+    from stream.posefile import read_pose_file
+
+    make_video(tmp_path / "in.mp4", 60, fps=100)  # paced at 100 fps: faster than this engine, so frames drop
+    poses = tmp_path / "out.jsonl"
+    code = main(["run", "--source", str(tmp_path / "in.mp4"), "--realtime", "--poses", str(poses), "--no-progress",
+                 "--model", "random:hg1_64", "--model-args", '{"input_size": [192, 192]}', "--backend", "torch"])
+    assert code == 0
+    summary = json.loads(capfd.readouterr().err.split("posestream: ")[-1])
+    published = len(list(read_pose_file(poses)))
+    assert summary["read"] == 60 and summary["frames"] == published
+    assert summary["drops"] > 0 and summary["frames"] + summary["drops"] == 60
