@@ -31,3 +31,15 @@ def test_every_frame_of_the_default_clip_is_published(capsys):
     assert 0 < p50 <= p99
     summary = rows["wall time incl. start-up"]["summary"]
     assert summary["frames"] == 6 and summary["drops"] == 0 and summary["errors"]["corrupt_frames"] == 0
+
+
+def test_live_mode_reports_the_share_of_frames_published(capsys):
+    args = ["--live", "--frames", "12", "--size", "160x120", "--persons", "1-2", "--model", MODEL,
+            "--model-args", '{"input_size": [64, 64]}', "--backend", "torch"]
+    assert pipeline.main(args) == 0
+    rows = {r["case"]: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
+    share = rows["frames published"]
+    assert share["read"] == 12 and share["mode"] == "live" and 0 < share["value"] <= 1
+    assert share["value"] == round(share["frames"] / 12, 6)
+    summary = rows["wall time incl. start-up"]["summary"]
+    assert summary["frames"] + summary["drops"] == 12
