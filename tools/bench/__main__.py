@@ -14,7 +14,7 @@ SUBCOMMANDS = {
     "models": "parameters, GMACs, latency and throughput of every model factory",
     "engine": "per-stage engine times (pre, infer, post, copy) and images/s",
     "transport": "ZeroMQ frame hop rate and latency",
-    "pipeline": "end-to-end fps and latency of `posestream video`",
+    "pipeline": "end-to-end fps and latency of `posestream video` (--live: `posestream run`)",
     "data": "input-pipeline samples/s and training step time",
     "peers": "posestream's default against MediaPipe Pose on the same frames",
     "accuracy": "a model on held-out synthetic clips, offline and through the pipeline",
