@@ -11,7 +11,9 @@ such frames than on flat ones, so this is the honest figure for the product's ma
 ``--live`` measures the webcam flow instead: ``posestream run --source VIDEO --realtime`` (frames paced at
 the clip's rate as a camera delivers them, newest frame wins) and reports the share of frames published
 (the rest dropped to keep latency bounded) and capture -> publish latency, which in this mode is the
-time a frame takes through the system rather than time spent queued behind earlier frames.
+time a frame takes through the system rather than time spent queued behind earlier frames. As in the
+README's live flow, no video is written unless ``--record`` asks for it (``-o``: the renderer then
+encodes every frame too, on the same cores).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-args", help="JSON build overrides for random:NAME specs")
     parser.add_argument("--live", action="store_true",
                         help="live mode as from a camera: posestream run --realtime (default: posestream video)")
+    parser.add_argument("--record", action="store_true", help="with --live: also write the annotated video (-o)")
     args = parser.parse_args(argv)
     from stream.cli import main as posestream
     from stream.posefile import read_pose_file
@@ -60,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
             video = str(make_sample(Path(tmp), args.seed, args.frames, (int(lo), int(hi or lo)), "panoptic19", (w, h))[0])
         out, poses = os.path.join(tmp, "out.mp4"), os.path.join(tmp, "out.jsonl")
         cmd = ["run", "--source", video, "--realtime"] if args.live else ["video", video]
-        cmd += ["-o", out, "--poses", poses, "--no-progress", "--model", args.model,
+        cmd += ["-o", out] if args.record or not args.live else []
+        cmd += ["--poses", poses, "--no-progress", "--model", args.model,
                 "--backend", args.backend, "--max-batch", str(args.max_batch)]
         cmd += ["--model-args", args.model_args] if args.model_args else []
         t0 = time.perf_counter()
@@ -79,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
                         if line.startswith("posestream: {")), {})
         clip = os.path.basename(video) if args.video else f"synth seed {args.seed}, {args.persons} people"
         extra = {"machine": machine(), "video": clip, "frames": len(records), "model": args.model,
-                 "backend": args.backend, "mode": "live" if args.live else "lossless",
+                 "backend": args.backend, "mode": ("live, recording" if args.record else "live") if args.live else "lossless",
                  "omp_threads": os.environ.get("OMP_NUM_THREADS")}
         emit("pipeline", "end-to-end fps", (len(records) - 1) / span_s if span_s > 0 else 0.0, "frames/s", **extra)
         if args.live:
