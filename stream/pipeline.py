@@ -18,7 +18,13 @@ import time
 from pathlib import Path
 
 from stream.stages import EXIT_FAIL, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_TRUNCATED
-from stream.transport import ipc_endpoints
+from stream.transport import Policy, ipc_endpoints
+
+# Once the capture has exited, the renderer ends as soon as the stream's end reaches it: when the engine passes
+# the capture's EndOfStream on (a live one is retried until a renderer slow to start takes it), or when the
+# engine finds the capture silent (peer_timeout_s) and ends the stream itself. Past this long without a pose,
+# the pipeline stops rather than wait forever.
+END_GRACE_S = 10 * Policy().peer_timeout_s
 
 
 def _spawn(stage: str, args: list[str], workdir: Path) -> subprocess.Popen:
@@ -98,12 +104,18 @@ def run_pipeline(source: str, lossless: bool, args, total: int | None = None) ->
     procs["render"] = _spawn("render", render_args, workdir)
     procs["capture"] = _spawn("capture", capture_args, workdir)
     subscriber = PoseSubscriber(publish)
-    bar, first, last = _progress(total, not args.no_progress), None, None
+    bar, first, last, quiet_since = _progress(total, not args.no_progress), None, None, None
     try:
         while not interrupt.event.is_set() and _running(procs):
             if subscriber.receive(0.2) is not None:
-                first, last = first or time.monotonic(), time.monotonic()
+                first, last, quiet_since = first or time.monotonic(), time.monotonic(), None
                 bar.update(1)
+            elif procs["capture"].poll() is not None:
+                quiet_since = quiet_since or time.monotonic()
+                if time.monotonic() - quiet_since > END_GRACE_S:
+                    print(f"posestream {'video' if lossless else 'run'}: the capture finished but the end of the "
+                          f"stream did not reach the renderer within {END_GRACE_S:.0f} s; stopping", file=sys.stderr)
+                    break
     finally:
         bar.close()
         subscriber.close()

@@ -30,6 +30,9 @@ from stream.transport import Policy, deliver_push, frame_router, pose_pub
 log = logging.getLogger(__name__)
 
 
+END_RETRY_S = 60.0  # how long a live stream's EndOfStream waits for a renderer to take it
+
+
 @dataclass
 class ServeConfig:
     frames: str                          # bind: captures connect here
@@ -48,7 +51,7 @@ class _Stream:
     last_heard: float
     expected: int | None = None
     asked_resend: int | None = None
-    ended: bool = False
+    ended: bool = False                 # its EndOfStream went out (else one is sent when the capture goes silent)
     shm_path: str | None = None
     done: int = 0                       # every seq below this is published and delivered
 
@@ -79,6 +82,7 @@ class EngineServer:
         self.batcher = DynamicBatcher(config.max_batch, config.budget_s, one_per_stream=config.one_per_stream)
         self.ready = threading.Event()
         self.shm = ShmReader()
+        self.pending_ends: dict[str, tuple[bytes, float]] = {}  # live EndOfStreams the renderer has not taken yet
 
     # -- control messages ---------------------------------------------------------------------------
     def _to(self, identity: bytes, msg) -> None:
@@ -99,6 +103,7 @@ class EngineServer:
         state = self.streams.get(name)
         if state is None:
             log.info("stream %s attached", name)
+            self.pending_ends.pop(name, None)  # a new run of the stream: an old end must not close it
             state = self.streams[name] = _Stream(identity, now)
             self._beat(identity, name)
         state.identity, state.last_heard = identity, now
@@ -160,7 +165,17 @@ class EngineServer:
         msg = packet.msg
         if self.pub is not None:
             self.pub.send_multipart([msg.stream.encode(), header], zmq.NOBLOCK)
+        if isinstance(msg, wire.EndOfStream) and not msg.lossless:
+            self._end_later(msg.stream, header)
+            return True
         return self._deliver([header, *extra], msg.lossless)
+
+    def _end_later(self, name: str, eos: bytes) -> None:
+        """Deliver a live stream's EndOfStream now or, while the renderer cannot take it (not connected yet, or
+        its queue full), on each heartbeat tick for up to ``END_RETRY_S``: live frames may be dropped, a stream's
+        end never (the renderer would wait for it forever)."""
+        if not self._deliver([eos], False):
+            self.pending_ends[name] = (eos, time.monotonic() + END_RETRY_S)
 
     def _frame_parts(self, packet: wire.Packet) -> list:
         """The frame as the reliable channel carries it: as received, or shared-memory pixels copied out (the
@@ -193,6 +208,8 @@ class EngineServer:
                     self.metrics.frame(msg.stream, (job.publish_ns - msg.capture_ns) / 1e6)
             else:
                 ok = isinstance(msg, wire.Frame) or self._publish(packet, packet.parts[0], [])
+                if ok and state is not None and isinstance(msg, wire.EndOfStream):
+                    state.ended = True
             if state is None:
                 continue
             if ok or not msg.lossless:
@@ -206,9 +223,17 @@ class EngineServer:
                 state.expected = min(state.expected, msg.seq)
 
     def _housekeeping(self, now: float) -> None:
+        for name, (eos, give_up_at) in list(self.pending_ends.items()):
+            if self._deliver([eos], False):
+                del self.pending_ends[name]
+            elif now > give_up_at:
+                log.error("stream %s: no renderer took its EndOfStream in %.0f s", name, END_RETRY_S)
+                del self.pending_ends[name]
         for name, state in list(self.streams.items()):
             if now - state.last_heard > self.config.policy.peer_timeout_s:
                 log.warning("stream %s: capture silent for %.1f s; freed", name, now - state.last_heard)
+                if not state.ended:  # the capture died or was cut off: tell the renderer and subscribers
+                    self._end_lost(name, state, f"capture silent for {now - state.last_heard:.1f} s")
                 del self.streams[name]
                 self.stats.streams_freed += 1
                 if state.shm_path:
@@ -216,6 +241,13 @@ class EngineServer:
                 self.worker.resets.append(name)  # the worker forgets its state between batches
             else:
                 self._beat(state.identity, name)
+
+    def _end_lost(self, name: str, state: _Stream, error: str) -> None:
+        """Publish and deliver an EndOfStream with ``error`` for a stream whose capture stopped talking."""
+        eos = wire.encode(wire.EndOfStream(stream=name, seq=state.expected or 0, error=error))
+        if self.pub is not None:
+            self.pub.send_multipart([name.encode(), eos], zmq.NOBLOCK)
+        self._end_later(name, eos)
 
     def run(self, stop: threading.Event | None = None) -> ServeStats:
         """Serve until ``stop``; the engine runs in a worker thread so heartbeats and intake never wait on it."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
 from collections.abc import Iterator
@@ -20,6 +21,8 @@ import zmq
 from stream import wire
 from stream.posefile import PoseRecord
 from stream.transport import Policy, pose_sub
+
+log = logging.getLogger(__name__)
 
 
 class PoseSubscriber:
@@ -40,6 +43,7 @@ class PoseSubscriber:
         self.rejects = wire.RejectCounter(f"subscriber {endpoint}")
         self.open: set[str] = set()
         self.ended: set[str] = set()
+        self.errors: dict[str, str] = {}  # why a stream ended early (a lost capture, a truncated file)
 
     def receive(self, timeout: float | None = None) -> PoseRecord | None:
         """The next record, or None when nothing arrives within ``timeout`` seconds or the stream(s) ended
@@ -60,6 +64,9 @@ class PoseSubscriber:
                 return wire.to_record(msg)
             if isinstance(msg, wire.EndOfStream):
                 self.ended.add(msg.stream)
+                if msg.error:
+                    self.errors[msg.stream] = msg.error
+                    log.warning("stream %s ended: %s", msg.stream, msg.error)
         return None
 
     def __iter__(self) -> Iterator[PoseRecord]:

@@ -114,3 +114,66 @@ def test_sigterm_to_the_renderer_mid_stream_leaves_complete_files(tmp_path, ipc)
     written = [r.frame for r in read_pose_file(poses)]
     assert 10 <= len(written) < 200 and written == list(range(len(written)))
     assert len(decoded_pts(out)) == len(written), "the mp4 is finished and holds every rendered frame"
+
+
+def test_a_capture_that_dies_mid_stream_ends_its_stream_for_the_renderer_and_subscribers(tmp_path, ipc):
+    import time
+
+    import numpy as np
+
+    from stream.subscribe import PoseSubscriber
+
+    server, stop, thread = _server(ipc, deliver=ipc["deliver"])
+    rendered = []
+    renderer = Renderer(RenderConfig(ipc["deliver"], poses=str(tmp_path / "out.jsonl"), policy=FAST),
+                        on_frame=lambda record: rendered.append(record.frame))
+    rendering = threading.Thread(target=renderer.run, daemon=True)
+    subscriber = PoseSubscriber(ipc["poses"], until_end=True, timeout=30)
+    listening = threading.Thread(target=lambda: list(subscriber), daemon=True)
+    ctx = zmq.Context.instance()
+    capture = ctx.socket(zmq.DEALER)
+    try:
+        rendering.start()
+        listening.start()
+        capture.connect(ipc["frames"])
+        for seq in range(3):
+            frame = wire.Frame(stream="cam", seq=seq, capture_ns=time.time_ns(), width=64, height=48)
+            capture.send_multipart(wire.frame_parts(frame, np.zeros((48, 64, 3), np.uint8)), copy=False)
+        wait_for(lambda: len(rendered) == 3, 30, "the frames sent before the capture died")
+        capture.close(linger=0)  # gone without an EndOfStream
+        rendering.join(20)
+        listening.join(20)
+    finally:
+        capture.close(linger=0)
+        stop.set()
+        thread.join(10)
+    assert not rendering.is_alive() and renderer.stats.ended, "the renderer learnt that the stream ended"
+    assert "capture silent" in renderer.stats.error and (tmp_path / "out.jsonl").read_text().count("\n") == 3
+    assert not listening.is_alive() and "capture silent" in subscriber.errors["cam"]
+    assert server.stats.streams_freed == 1
+
+
+def test_a_live_streams_end_reaches_a_renderer_that_connects_after_it(tmp_path, ipc):
+    import time
+
+    import numpy as np
+
+    server, stop, thread = _server(ipc, deliver=ipc["deliver"])
+    capture = zmq.Context.instance().socket(zmq.DEALER)
+    renderer = Renderer(RenderConfig(ipc["deliver"], poses=str(tmp_path / "out.jsonl"), policy=FAST))
+    rendering = threading.Thread(target=renderer.run, daemon=True)
+    try:
+        capture.connect(ipc["frames"])
+        for seq in range(2):  # live frames with nobody on the reliable channel yet: dropped, as live frames may be
+            frame = wire.Frame(stream="cam", seq=seq, capture_ns=time.time_ns(), width=64, height=48)
+            capture.send_multipart(wire.frame_parts(frame, np.zeros((48, 64, 3), np.uint8)), copy=False)
+        capture.send(wire.encode(wire.EndOfStream(stream="cam", seq=2)))
+        wait_for(lambda: "cam" in server.pending_ends, 30, "the end waiting for a renderer")
+        rendering.start()  # a renderer slow to start
+        rendering.join(20)
+    finally:
+        capture.close(linger=0)
+        stop.set()
+        thread.join(10)
+    assert not rendering.is_alive() and renderer.stats.ended and renderer.stats.error is None
+    assert not server.pending_ends and server.metrics.drops["cam"] == 2  # the two frames, counted as dropped
