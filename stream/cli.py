@@ -16,7 +16,8 @@ flows:
 
 exit codes:
   0    done
-  1    a stage failed (the engine or the renderer died, the engine stopped answering)
+  1    a stage failed: a stage died (the closing summary's errors.crashed names it), the engine stopped
+       answering, or the stream's end never reached the renderer
   2    an input cannot be opened: missing file or camera, unreadable model (one line on stderr names it)
   3    the input ended early (truncated or corrupt video): every decodable frame was processed and the
        outputs are complete for those frames; stderr names the file and what happened

@@ -121,7 +121,7 @@ def run_pipeline(source: str, lossless: bool, args, total: int | None = None) ->
         subscriber.close()
         code = _wind_down(procs, interrupt.event.is_set())
         interrupt.restore()
-    summary = _summary(workdir, (last - first) if first and last else 0.0)
+    summary = _summary(workdir, (last - first) if first and last else 0.0, procs)
     print("posestream: " + json.dumps(summary), file=sys.stderr)
     return code
 
@@ -159,14 +159,19 @@ def _wind_down(procs: dict, interrupted: bool) -> int:
     return {EXIT_OK: EXIT_OK, EXIT_TRUNCATED: EXIT_TRUNCATED}.get(capture.returncode, EXIT_FAIL)
 
 
-def _summary(workdir: Path, wall_s: float) -> dict:
+def _summary(workdir: Path, wall_s: float, procs: dict) -> dict:
+    """The closing summary from the stages' own (each writes one on exit; a stage that crashed wrote none)."""
     capture, render, engine = (_read(workdir, s) for s in ("capture", "render", "serve"))
-    frames = render.get("frames", 0)
+    frames, read = render.get("frames", 0), capture.get("read")
+    crashed = {name: f"killed by signal {-p.returncode}" for name, p in procs.items()
+               if p.returncode is not None and p.returncode < 0}
     return {"frames": frames, "fps": round((frames - 1) / wall_s, 2) if wall_s > 0 else None,
             "engine_fps": engine.get("fps"), "latency_ms": render.get("latency_ms"),
             # every frame read but not published, wherever it went: the capture's newest-wins replacements and
             # losses reach the engine as sequence gaps it counts too, so the two counts must not be added
-            "read": capture.get("read", 0), "drops": max(0, capture.get("read", 0) - frames),
-            "errors": {"source": capture.get("error"), "corrupt_frames": capture.get("corrupt", 0),
-                       "rejected_messages": engine.get("rejects", {}), "render_gaps": render.get("gaps", 0)},
+            "read": read, "drops": None if read is None else max(0, read - frames),
+            # why the stream ended early: as the capture saw it, else as the engine told the renderer
+            "errors": {"source": capture.get("error") or render.get("error"), "crashed": crashed,
+                       "corrupt_frames": capture.get("corrupt", 0), "rejected_messages": engine.get("rejects", {}),
+                       "render_gaps": render.get("gaps", 0)},
             "resent": capture.get("resent", 0), "duplicates_dropped": render.get("duplicates", 0)}

@@ -177,3 +177,42 @@ def test_a_live_streams_end_reaches_a_renderer_that_connects_after_it(tmp_path, 
         thread.join(10)
     assert not rendering.is_alive() and renderer.stats.ended and renderer.stats.error is None
     assert not server.pending_ends and server.metrics.drops["cam"] == 2  # the two frames, counted as dropped
+
+
+def _pid_of(*words: str) -> int | None:
+    """The pid of a running process whose command line holds every one of ``words``, else None."""
+    from pathlib import Path
+
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if proc.name.isdigit() and all(w.encode() in argv for w in words):
+            return int(proc.name)
+    return None
+
+
+def test_a_killed_capture_process_ends_the_live_pipeline_with_a_clear_error(tmp_path):
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    make_video(tmp_path / "in.mp4", 600, fps=25)  # 24 s at its own pace: still running when killed
+    poses = tmp_path / "out.jsonl"
+    run = subprocess.Popen([sys.executable, "-m", "stream.cli", "run", "--source", str(tmp_path / "in.mp4"),
+                            "--realtime", "--poses", str(poses), "--no-progress", *MODEL_CLI],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: poses.exists() and poses.read_text().count("\n") >= 5, 60, "frames through the pipeline")
+        os.kill(wait_for(lambda: _pid_of("capture", str(tmp_path / "in.mp4")), 10, "the capture"), signal.SIGKILL)
+        _, err = run.communicate(timeout=60)
+    finally:
+        run.kill()
+    summary = json.loads(err.split("posestream: ")[-1])
+    assert run.returncode == 1
+    assert summary["errors"]["crashed"] == {"capture": "killed by signal 9"}
+    assert "capture silent" in summary["errors"]["source"] and summary["read"] is None
+    assert summary["frames"] == poses.read_text().count("\n") >= 5
