@@ -90,7 +90,8 @@ def run_pipeline(source: str, lossless: bool, args, total: int | None = None) ->
     workdir = Path(tempfile.mkdtemp(prefix="posestream-"))
     eps = ipc_endpoints(str(workdir))
     publish = getattr(args, "publish", None) or eps["poses"]
-    render_args = ["--deliver", eps["deliver"]]
+    ready = workdir / "render.ready"
+    render_args = ["--deliver", eps["deliver"], "--ready-file", str(ready)]
     for flag, value in (("-o", args.output), ("--poses", args.poses), ("--coco", getattr(args, "coco", None))):
         if value:
             render_args += [flag, value]
@@ -102,6 +103,10 @@ def run_pipeline(source: str, lossless: bool, args, total: int | None = None) ->
     procs = {"engine": _spawn("serve", ["--frames", eps["frames"], "--publish", publish, "--deliver",
                                         eps["deliver"], *_model_args(args)], workdir)}
     procs["render"] = _spawn("render", render_args, workdir)
+    # live frames that reach the engine before the renderer is connected to it would be dropped: start the capture
+    # once the renderer says the channel is up (or a stage already failed, which the loop below reports)
+    while not (ready.exists() or interrupt.event.wait(0.05) or not _running(procs)):
+        pass
     procs["capture"] = _spawn("capture", capture_args, workdir)
     subscriber = PoseSubscriber(publish)
     bar, first, last, quiet_since = _progress(total, not args.no_progress), None, None, None
@@ -128,7 +133,9 @@ def run_pipeline(source: str, lossless: bool, args, total: int | None = None) ->
 
 def _running(procs: dict) -> bool:
     """Until the renderer or the engine exits, or the capture could not open its source."""
-    return procs["render"].poll() is None and procs["engine"].poll() is None and procs["capture"].poll() != EXIT_INPUT
+    capture = procs.get("capture")  # started last
+    return (procs["render"].poll() is None and procs["engine"].poll() is None
+            and (capture is None or capture.poll() != EXIT_INPUT))
 
 
 def _wait(proc: subprocess.Popen, timeout: float) -> None:

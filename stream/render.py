@@ -14,6 +14,7 @@ import os
 import threading
 from dataclasses import dataclass, field
 from fractions import Fraction
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -135,6 +136,7 @@ class RenderConfig:
     show: bool = False
     stream: str | None = None             # render this stream (default: the first one seen)
     exit_at_end: bool = True              # stop after its EndOfStream
+    ready_file: str | None = None         # created once connected to the engine (a pipeline starts its capture then)
     policy: Policy = Policy()
     limits: wire.Limits = wire.Limits()
 
@@ -224,8 +226,14 @@ class Renderer:
     def run(self, stop: threading.Event | None = None) -> RenderStats:
         stop = stop or threading.Event()
         sock = deliver_pull(self.ctx, self.config.deliver, self.config.policy, self.config.limits)
+        monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED) if self.config.ready_file else None
         try:
             while not stop.is_set() and not (self.stats.ended and self.config.exit_at_end):
+                if monitor is not None and monitor.poll(0):  # the engine's end of the channel is up
+                    Path(self.config.ready_file).touch()
+                    sock.disable_monitor()
+                    monitor.close(linger=0)
+                    monitor = None
                 if not sock.poll(100):
                     continue
                 packet = self.rejects.try_decode(sock.recv_multipart(copy=False), self.config.limits)
@@ -238,6 +246,8 @@ class Renderer:
                     self.config.stream = msg.stream
                     self.stats.ended, self.stats.error = True, msg.error
         finally:
+            if monitor is not None:
+                monitor.close(linger=0)
             sock.close(linger=0)
             self._close()
         return self.stats

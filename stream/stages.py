@@ -166,6 +166,8 @@ def render_main(argv: list[str]) -> int:
     parser.add_argument("--show", action="store_true", help="show a window when a display exists")
     parser.add_argument("--stream", help="stream to render (default: the first one seen)")
     parser.add_argument("--keep-going", action="store_true", help="do not stop at the stream's end")
+    parser.add_argument("--ready-file", help="create this file once connected to the engine (for a supervisor "
+                                             "that starts the capture only then)")
     add_common(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
@@ -173,7 +175,7 @@ def render_main(argv: list[str]) -> int:
     from stream.render import RenderConfig, Renderer
 
     config = RenderConfig(args.deliver, args.output, args.poses, args.coco, args.show, args.stream,
-                          exit_at_end=not args.keep_going)
+                          exit_at_end=not args.keep_going, ready_file=args.ready_file)
     stats = Renderer(config).run(stop)
     write_summary(args.summary_json, stats.to_json())
     return EXIT_OK if stats.ended or args.keep_going else EXIT_INTERRUPTED

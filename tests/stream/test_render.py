@@ -61,3 +61,30 @@ def test_coco_results_convert_to_coco_joints():
     assert nose_score == 0, "MPII has no nose: score 0"
     same = coco_results(PoseRecord(stream="s", frame=1, layout="coco17", poses=_person(COCO17)))
     assert same[0]["keypoints"][:2] == np.round(_person(COCO17).xy[0, 0], 2).tolist()
+
+
+def test_renderer_creates_its_ready_file_once_connected_to_an_engine(tmp_path, ipc):
+    import threading
+
+    import zmq
+
+    from stream.render import RenderConfig, Renderer
+    from stream.transport import Policy, deliver_push
+    from tests.stream.conftest import wait_for
+
+    ready = tmp_path / "ready"
+    renderer = Renderer(RenderConfig(ipc["deliver"], ready_file=str(ready)))
+    stop = threading.Event()
+    rendering = threading.Thread(target=renderer.run, args=(stop,), daemon=True)
+    rendering.start()
+    engine_side = None
+    try:
+        assert not ready.exists(), "nothing is bound at the endpoint yet"
+        engine_side = deliver_push(zmq.Context.instance(), ipc["deliver"], Policy())  # the engine binds
+        wait_for(ready.exists, 20, "the ready file after the engine bound")
+    finally:
+        stop.set()
+        rendering.join(10)
+        if engine_side is not None:
+            engine_side.close(linger=0)
+    assert not rendering.is_alive()

@@ -76,6 +76,10 @@ def main(argv: list[str] | None = None) -> int:
             print(stderr.getvalue())
             return code
         records = list(read_pose_file(poses))
+        if len(records) < 2:
+            print(f"tools.bench pipeline: {len(records)} frame(s) published of {video}: too few to time\n"
+                  f"{stderr.getvalue()}", file=sys.stderr)
+            return 1
         publish = np.array([r.capture_ns / 1e6 + r.latency_ms for r in records])
         latency = np.array([r.latency_ms for r in records])
         span_s = (publish.max() - publish.min()) / 1000
