@@ -48,6 +48,7 @@ def _stop(proc: subprocess.Popen, timeout: float) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+            proc.hung_s = timeout  # for the summary: killed by us, not by a crash
 
 
 def _model_args(args) -> list[str]:
@@ -170,8 +171,9 @@ def _summary(workdir: Path, wall_s: float, procs: dict) -> dict:
     """The closing summary from the stages' own (each writes one on exit; a stage that crashed wrote none)."""
     capture, render, engine = (_read(workdir, s) for s in ("capture", "render", "serve"))
     frames, read = render.get("frames", 0), capture.get("read")
-    crashed = {name: f"killed by signal {-p.returncode}" for name, p in procs.items()
-               if p.returncode is not None and p.returncode < 0}
+    crashed = {name: f"did not stop within {p.hung_s:g} s of SIGTERM; killed" if hasattr(p, "hung_s")
+               else f"killed by signal {-p.returncode}"
+               for name, p in procs.items() if p.returncode is not None and p.returncode < 0}
     return {"frames": frames, "fps": round((frames - 1) / wall_s, 2) if wall_s > 0 else None,
             "engine_fps": engine.get("fps"), "latency_ms": render.get("latency_ms"),
             # every frame read but not published, wherever it went: the capture's newest-wins replacements and

@@ -216,3 +216,22 @@ def test_a_killed_capture_process_ends_the_live_pipeline_with_a_clear_error(tmp_
     assert summary["errors"]["crashed"] == {"capture": "killed by signal 9"}
     assert "capture silent" in summary["errors"]["source"] and summary["read"] is None
     assert summary["frames"] == poses.read_text().count("\n") >= 5
+
+
+def test_summary_tells_a_stage_killed_for_hanging_from_one_that_crashed(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    from stream.pipeline import _stop, _summary
+
+    code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); time.sleep(60)"
+    hung = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    crashed = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    assert hung.stdout.readline() == "up\n"  # SIGTERM is ignored from here on
+    crashed.send_signal(signal.SIGSEGV)
+    crashed.wait(10)
+    _stop(hung, 0.5)
+    summary = _summary(tmp_path, 0.0, {"engine": hung, "capture": crashed})
+    assert summary["errors"]["crashed"] == {"engine": "did not stop within 0.5 s of SIGTERM; killed",
+                                            "capture": "killed by signal 11"}
