@@ -163,17 +163,19 @@ class EngineServer:
 
     def _publish(self, packet: wire.Packet, header: bytes, extra: list) -> bool:
         msg = packet.msg
+        if isinstance(msg, wire.EndOfStream) and not msg.lossless:
+            self._end_live(msg.stream, header)
+            return True
         if self.pub is not None:
             self.pub.send_multipart([msg.stream.encode(), header], zmq.NOBLOCK)
-        if isinstance(msg, wire.EndOfStream) and not msg.lossless:
-            self._end_later(msg.stream, header)
-            return True
         return self._deliver([header, *extra], msg.lossless)
 
-    def _end_later(self, name: str, eos: bytes) -> None:
-        """Deliver a live stream's EndOfStream now or, while the renderer cannot take it (not connected yet, or
-        its queue full), on each heartbeat tick for up to ``END_RETRY_S``: live frames may be dropped, a stream's
-        end never (the renderer would wait for it forever)."""
+    def _end_live(self, name: str, eos: bytes) -> None:
+        """Publish a live stream's EndOfStream and deliver it now or, while the renderer cannot take it (not
+        connected yet, or its queue full), on each heartbeat tick for up to ``END_RETRY_S``: live frames may be
+        dropped, a stream's end never (the renderer would wait for it forever)."""
+        if self.pub is not None:
+            self.pub.send_multipart([name.encode(), eos], zmq.NOBLOCK)
         if not self._deliver([eos], False):
             self.pending_ends[name] = (eos, time.monotonic() + END_RETRY_S)
 
@@ -233,7 +235,8 @@ class EngineServer:
             if now - state.last_heard > self.config.policy.peer_timeout_s:
                 log.warning("stream %s: capture silent for %.1f s; freed", name, now - state.last_heard)
                 if not state.ended:  # the capture died or was cut off: tell the renderer and subscribers
-                    self._end_lost(name, state, f"capture silent for {now - state.last_heard:.1f} s")
+                    error = f"capture silent for {now - state.last_heard:.1f} s"
+                    self._end_live(name, wire.encode(wire.EndOfStream(stream=name, seq=state.expected or 0, error=error)))
                 del self.streams[name]
                 self.stats.streams_freed += 1
                 if state.shm_path:
@@ -241,13 +244,6 @@ class EngineServer:
                 self.worker.resets.append(name)  # the worker forgets its state between batches
             else:
                 self._beat(state.identity, name)
-
-    def _end_lost(self, name: str, state: _Stream, error: str) -> None:
-        """Publish and deliver an EndOfStream with ``error`` for a stream whose capture stopped talking."""
-        eos = wire.encode(wire.EndOfStream(stream=name, seq=state.expected or 0, error=error))
-        if self.pub is not None:
-            self.pub.send_multipart([name.encode(), eos], zmq.NOBLOCK)
-        self._end_later(name, eos)
 
     def run(self, stop: threading.Event | None = None) -> ServeStats:
         """Serve until ``stop``; the engine runs in a worker thread so heartbeats and intake never wait on it."""

@@ -116,11 +116,18 @@ def test_sigterm_to_the_renderer_mid_stream_leaves_complete_files(tmp_path, ipc)
     assert len(decoded_pts(out)) == len(written), "the mp4 is finished and holds every rendered frame"
 
 
-def test_a_capture_that_dies_mid_stream_ends_its_stream_for_the_renderer_and_subscribers(tmp_path, ipc):
+def _send_live_frames(sock, stream: str, count: int) -> None:
+    """Send ``count`` black 64x48 live frames (seq 0, 1, ...) of ``stream`` as a capture would."""
     import time
 
     import numpy as np
 
+    for seq in range(count):
+        frame = wire.Frame(stream=stream, seq=seq, capture_ns=time.time_ns(), width=64, height=48)
+        sock.send_multipart(wire.frame_parts(frame, np.zeros((48, 64, 3), np.uint8)), copy=False)
+
+
+def test_a_capture_that_dies_mid_stream_ends_its_stream_for_the_renderer_and_subscribers(tmp_path, ipc):
     from stream.subscribe import PoseSubscriber
 
     server, stop, thread = _server(ipc, deliver=ipc["deliver"])
@@ -136,9 +143,7 @@ def test_a_capture_that_dies_mid_stream_ends_its_stream_for_the_renderer_and_sub
         rendering.start()
         listening.start()
         capture.connect(ipc["frames"])
-        for seq in range(3):
-            frame = wire.Frame(stream="cam", seq=seq, capture_ns=time.time_ns(), width=64, height=48)
-            capture.send_multipart(wire.frame_parts(frame, np.zeros((48, 64, 3), np.uint8)), copy=False)
+        _send_live_frames(capture, "cam", 3)
         wait_for(lambda: len(rendered) == 3, 30, "the frames sent before the capture died")
         capture.close(linger=0)  # gone without an EndOfStream
         rendering.join(20)
@@ -154,19 +159,13 @@ def test_a_capture_that_dies_mid_stream_ends_its_stream_for_the_renderer_and_sub
 
 
 def test_a_live_streams_end_reaches_a_renderer_that_connects_after_it(tmp_path, ipc):
-    import time
-
-    import numpy as np
-
     server, stop, thread = _server(ipc, deliver=ipc["deliver"])
     capture = zmq.Context.instance().socket(zmq.DEALER)
     renderer = Renderer(RenderConfig(ipc["deliver"], poses=str(tmp_path / "out.jsonl"), policy=FAST))
     rendering = threading.Thread(target=renderer.run, daemon=True)
     try:
         capture.connect(ipc["frames"])
-        for seq in range(2):  # live frames with nobody on the reliable channel yet: dropped, as live frames may be
-            frame = wire.Frame(stream="cam", seq=seq, capture_ns=time.time_ns(), width=64, height=48)
-            capture.send_multipart(wire.frame_parts(frame, np.zeros((48, 64, 3), np.uint8)), copy=False)
+        _send_live_frames(capture, "cam", 2)  # nobody on the reliable channel yet: dropped, as live frames may be
         capture.send(wire.encode(wire.EndOfStream(stream="cam", seq=2)))
         wait_for(lambda: "cam" in server.pending_ends, 30, "the end waiting for a renderer")
         rendering.start()  # a renderer slow to start
