@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from stream.posefile import read_pose_file, write_record
+from tools.cli import count_range
 from tools.synth.__main__ import write_video
 from tools.synth.generate import generate_clip
 
@@ -71,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="default", help="model spec passed to posestream video (default: default)")
     p.add_argument("--seed", type=int, default=DEMO_SEED, help=f"sample clip seed (default {DEMO_SEED}, held out)")
     p.add_argument("--frames", type=int, default=150, help="sample clip length in frames (default 150, 5 s)")
-    p.add_argument("--persons", default="3-5", help="people in the sample clip, MIN-MAX (default 3-5)")
+    p.add_argument("--persons", type=count_range, default="3-5", help="people in the sample clip, N or MIN-MAX (default 3-5)")
     return p
 
 
@@ -79,11 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    lo, _, hi = args.persons.partition("-")
-    persons = (int(lo), int(hi or lo))
-    print(f"posestream demo: making a {args.frames}-frame sample clip with {lo}-{hi or lo} people "
+    lo, hi = args.persons
+    print(f"posestream demo: making a {args.frames}-frame sample clip with {lo}-{hi} people "
           f"(seed {args.seed}) in {out}/", flush=True)
-    video, gt = make_sample(out, args.seed, args.frames, persons, "panoptic19")
+    video, gt = make_sample(out, args.seed, args.frames, args.persons, "panoptic19")
     cmd = [sys.executable, "-m", "stream.cli", "video", str(video), "-o", str(out / "demo.mp4"),
            "--poses", str(out / "demo.jsonl"), "--model", args.model, "--intrinsics", clip_intrinsics(gt)]
     print("posestream demo: $ posestream " + " ".join(cmd[3:]), flush=True)

@@ -28,6 +28,7 @@ from engine.results import Poses
 from models.layouts import convert, get_layout, index_map
 from stream.posefile import PoseRecord, read_pose_file
 from tools import metrics as M
+from tools.cli import count_range, frame_size
 
 
 def match_persons(pred_xy: np.ndarray, gt_xy: np.ndarray, gt_ok: np.ndarray) -> list[tuple[int, int]]:
@@ -196,8 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--video", type=Path, help="video to run --model on (frames pair with --gt by number)")
     p.add_argument("--synth", type=int, metavar="SEED", help="run --model on a synthetic clip with this seed")
     p.add_argument("--frames", type=int, default=60, help="frames of the --synth clip (default 60)")
-    p.add_argument("--persons", default="1-4", help="people in the --synth clip, N or MIN-MAX (default 1-4)")
-    p.add_argument("--size", default="640x480", help="--synth frame size WxH (default 640x480)")
+    p.add_argument("--persons", type=count_range, default="1-4", help="people in the --synth clip, N or MIN-MAX (default 1-4)")
+    p.add_argument("--size", type=frame_size, default="640x480", help="--synth frame size WxH (default 640x480)")
     p.add_argument("--layout", default="mpii16", help="--synth ground truth layout (default mpii16)")
     p.add_argument("--backend", default="auto", help="engine backend (auto, torch, onnxruntime, tensorrt)")
     p.add_argument("--flip-test", action="store_true", help="run --model with the test-time flip (Engine flip_test)")
@@ -210,13 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _synth_inputs(args) -> tuple[list[np.ndarray], list[PoseRecord]]:
     from tools.synth import generate_clip
 
-    lo, _, hi = args.persons.partition("-")
-    w, _, h = args.size.lower().partition("x")
-    try:
-        persons, size = (int(lo), int(hi or lo)), (int(w), int(h))
-    except ValueError:
-        raise ValueError(f"evaluate: bad --persons {args.persons!r} or --size {args.size!r}") from None
-    pairs = list(generate_clip(args.synth, persons, args.frames, size, args.layout))
+    pairs = list(generate_clip(args.synth, args.persons, args.frames, args.size, args.layout))
     return [f for f, _ in pairs], [r for _, r in pairs]
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from stream.posefile import read_pose_file
 from tools.bench.common import emit, machine
+from tools.cli import count_range, seed_list
 from tools.demo import clip_intrinsics, headline, make_sample
 from tools.evaluate import _intrinsics, _video_frames, evaluate, predict
 
@@ -95,30 +96,23 @@ def crops_pckh(model: str, seeds: list[int], persons: tuple[int, int], flip_test
             "per_joint": {n: round(float(x), 4) for n, x in zip(names, per_joint)}, "crops": len(p)}
 
 
-def _seeds(text: str) -> list[int]:
-    if "-" in text:
-        a, b = (int(v) for v in text.split("-"))
-        return list(range(a, b + 1))
-    return [int(s) for s in text.split(",")]
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tools.bench accuracy", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="default", help="model spec (default: default)")
     p.add_argument("--layout", default="panoptic19", help="ground truth layout: the model's (default panoptic19)")
-    p.add_argument("--seeds", default="31,32,33", help="held-out clip seeds, comma separated (default 31,32,33)")
+    p.add_argument("--seeds", type=seed_list, default="31,32,33",
+                   help="held-out clip seeds, A,B,C or A-B (default 31,32,33)")
     p.add_argument("--frames", type=int, default=100, help="frames per clip (default 100)")
-    p.add_argument("--persons", default="2-5", help="people per clip, MIN-MAX (default 2-5)")
+    p.add_argument("--persons", type=count_range, default="2-5", help="people per clip, N or MIN-MAX (default 2-5)")
     p.add_argument("--protocol", choices=("clips", "crops"), default="clips",
                    help="clips: whole clips offline and through the pipeline; crops: hourglass on GT-box crops")
     p.add_argument("--flip-test", action="store_true", help="test-time flip (Engine flip_test; --flip-test in the pipeline)")
     args = p.parse_args(argv)
-    lo, _, hi = args.persons.partition("-")
-    seeds, persons = _seeds(args.seeds), (int(lo), int(hi or lo))
+    seeds, persons = args.seeds, args.persons
     if args.protocol == "crops":
         r = crops_pckh(args.model, seeds, persons, args.flip_test)
-        info = dict(model=args.model, seeds=args.seeds, crops=r["crops"], flip_test=args.flip_test, machine=machine())
+        info = dict(model=args.model, seeds=seeds, crops=r["crops"], flip_test=args.flip_test, machine=machine())
         emit("accuracy", "crops_pckh@0.5", r["mpii"], "fraction", **info)
         emit("accuracy", "crops_pckh@0.5_all", r["all"], "fraction", per_joint=r["per_joint"], **info)
         emit("accuracy", "crops_pckh@0.5_visible", r["visible"], "fraction", **info)

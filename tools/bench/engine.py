@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from tools.bench.common import emit, machine, time_call
+from tools.cli import frame_size
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iters", type=int, default=10, help="timed repetitions per stage (default 10)")
     p.add_argument("--warmup", type=int, default=2, help="untimed repetitions first (default 2)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--frame-size", default=None, help="WxH of the synthetic frames (default: the model input size)")
+    p.add_argument("--frame-size", type=frame_size, default=None, help="WxH of the synthetic frames (default: the model input size)")
     p.add_argument("--model-args", default=None, help="JSON build_model overrides for random: specs, e.g. "
                    "'{\"input_size\": [256, 192]}'")
     p.add_argument("--no-fp16", action="store_true", help="torch on CUDA: keep float32")
@@ -103,12 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tools.bench engine: {err}", file=sys.stderr)
         return 2
     load_s = time.perf_counter() - t0
-    size = stage.input_size
-    if args.frame_size:
-        try:
-            size = tuple(int(v) for v in args.frame_size.lower().split("x"))
-        except ValueError:
-            raise SystemExit(f"--frame-size must be WxH, got {args.frame_size!r}") from None
+    size = args.frame_size or stage.input_size
     times = measure(stage, _frames(size, args.batch), args.iters, args.warmup)
     device = str(stage.device) + (f" ({torch.cuda.get_device_name(stage.device)})" if stage.device.type == "cuda" else "")
     common = dict(model=args.model, backend=stage.backend.name, batch=args.batch, device=device,

@@ -17,7 +17,7 @@ Prints JSON lines: ``mediapipe_fps``, then ``posestream_fps`` and ``ratio`` (pos
 Examples::
 
     python -m tools.bench peers
-    python -m tools.bench peers --frames 200 --persons 1,3 --model default --model random:hg1
+    python -m tools.bench peers --frames 200 --persons 1-3 --model default --model random:hg1
     python -m tools.bench peers --video clip.mp4 --teacher-python /opt/mp/bin/python
 """
 
@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from tools.bench.common import emit, machine
+from tools.cli import count_range
 
 MEDIAPIPE = "mediapipe==0.10.14"
 CHILD = Path(__file__).with_name("_mediapipe_child.py")
@@ -51,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, default=100, help="timed frames per side (default 100)")
     p.add_argument("--warmup", type=int, default=10, help="untimed frames first (default 10)")
     p.add_argument("--seed", type=int, default=7, help="synthetic clip seed (default 7)")
-    p.add_argument("--persons", default="1,1", help="synthetic clip: MIN,MAX people (default 1,1)")
+    p.add_argument("--persons", type=count_range, default="1", help="synthetic clip: people, N or MIN-MAX (default 1)")
     p.add_argument("--teacher-python", help="a Python with mediapipe (default: .venv-teacher/bin/python, "
                    "created on first use)")
     p.add_argument("--teacher-venv", default=str(default_venv()), help="where the teacher venv lives or is made")
@@ -203,11 +204,8 @@ def _frames(args) -> tuple[np.ndarray, str]:
         if len(frames) <= args.warmup:
             raise ValueError(f"--video {args.video!r}: {len(frames)} frames, need more than --warmup {args.warmup}")
         return frames, os.path.basename(args.video)
-    parts = args.persons.split(",")
-    persons = tuple(int(v) for v in parts) if all(v.strip().isdigit() for v in parts) else ()
-    if len(persons) != 2 or not 1 <= persons[0] <= persons[1]:
-        raise ValueError(f"--persons must be MIN,MAX with 1 <= MIN <= MAX, got {args.persons!r}")
-    return synth_frames(args.seed, persons, count), f"synth seed {args.seed} persons {args.persons}"
+    lo, hi = args.persons
+    return synth_frames(args.seed, args.persons, count), f"synth seed {args.seed} persons {lo}-{hi}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from tools.bench.common import emit, machine
+from tools.cli import count_range, frame_size
 from tools.demo import DEMO_SEED, make_sample
 
 
@@ -39,8 +40,9 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("video", nargs="?", help="input video (default: a generated clip with people)")
     parser.add_argument("--frames", type=int, default=150, help="frames of the generated clip (default 150)")
-    parser.add_argument("--size", default="640x480", help="size of the generated clip (default 640x480)")
-    parser.add_argument("--persons", default="3-5", help="people in the generated clip, MIN-MAX (default 3-5)")
+    parser.add_argument("--size", type=frame_size, default="640x480", help="size of the generated clip, WxH (default 640x480)")
+    parser.add_argument("--persons", type=count_range, default="3-5",
+                        help="people in the generated clip, N or MIN-MAX (default 3-5)")
     parser.add_argument("--seed", type=int, default=DEMO_SEED, help=f"generated clip's seed (default {DEMO_SEED})")
     parser.add_argument("--model", default="default", help="model spec (default: default)")
     parser.add_argument("--backend", default="auto")
@@ -56,11 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="posestream-bench-") as tmp:
         video = args.video
         if video is None:
-            w, h = (int(v) for v in args.size.split("x"))
-            lo, _, hi = args.persons.partition("-")
-            print(f"tools.bench pipeline: making a {args.frames}-frame {w}x{h} clip with {args.persons} people",
+            (w, h), (lo, hi) = args.size, args.persons
+            print(f"tools.bench pipeline: making a {args.frames}-frame {w}x{h} clip with {lo}-{hi} people",
                   file=sys.stderr)
-            video = str(make_sample(Path(tmp), args.seed, args.frames, (int(lo), int(hi or lo)), "panoptic19", (w, h))[0])
+            video = str(make_sample(Path(tmp), args.seed, args.frames, args.persons, "panoptic19", args.size)[0])
         out, poses = os.path.join(tmp, "out.mp4"), os.path.join(tmp, "out.jsonl")
         cmd = ["run", "--source", video, "--realtime"] if args.live else ["video", video]
         cmd += ["-o", out] if args.record or not args.live else []
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         span_s = (publish.max() - publish.min()) / 1000
         summary = next((json.loads(line.split("posestream: ", 1)[1]) for line in stderr.getvalue().splitlines()
                         if line.startswith("posestream: {")), {})
-        clip = os.path.basename(video) if args.video else f"synth seed {args.seed}, {args.persons} people"
+        clip = os.path.basename(video) if args.video else f"synth seed {args.seed}, {args.persons[0]}-{args.persons[1]} people"
         extra = {"machine": machine(), "video": clip, "frames": len(records), "model": args.model,
                  "backend": args.backend, "mode": ("live, recording" if args.record else "live") if args.live else "lossless",
                  "omp_threads": os.environ.get("OMP_NUM_THREADS")}

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from tools.bench.common import emit, machine
+from tools.cli import count_range, frame_size
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,21 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib-frames", type=int, default=64, help="calibration frames (default 64)")
     p.add_argument("--eval-seed", type=int, default=71, help="synthetic evaluation clip seed (default 71)")
     p.add_argument("--eval-frames", type=int, default=30, help="evaluation frames (default 30)")
-    p.add_argument("--persons", default="2-5", help="people per clip, N or MIN-MAX (default 2-5)")
-    p.add_argument("--size", default="640x480", help="clip frame size WxH (default 640x480)")
+    p.add_argument("--persons", type=count_range, default="2-5", help="people per clip, N or MIN-MAX (default 2-5)")
+    p.add_argument("--size", type=frame_size, default="640x480", help="clip frame size WxH (default 640x480)")
     p.add_argument("--rounds", type=int, default=8, help="alternating timing rounds (default 8)")
     p.add_argument("--iters", type=int, default=10, help="inferences per graph per round (default 10)")
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (default 0: one per core)")
     p.add_argument("--save", type=Path, help="keep the int8 graph here (.onnx; the manifest goes beside it)")
     return p
-
-
-def _range(text: str, name: str) -> tuple[int, int]:
-    lo, _, hi = text.lower().replace("x", "-").partition("-")
-    try:
-        return int(lo), int(hi or lo)
-    except ValueError:
-        raise ValueError(f"quant: bad {name} {text!r}") from None
 
 
 def float_graph(spec: str, workdir: Path) -> Path:
@@ -188,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     workdir = Path(tempfile.mkdtemp(prefix="posestream-quant-"))
     try:
-        persons, size = _range(args.persons, "--persons"), _range(args.size, "--size")
+        persons, size = args.persons, args.size
         fp32 = float_graph(args.model, workdir)
         layout = read_manifest(fp32)["config"]["layout"]
         calib = list(generate_clip(args.calib_seed, persons, args.calib_frames, size, layout))

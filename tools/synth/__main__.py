@@ -11,18 +11,8 @@ import numpy as np
 
 from models.layouts import LAYOUTS
 from stream.posefile import write_record
+from tools.cli import count_range, frame_size
 from tools.synth.generate import generate_clip
-
-
-def _pair(text: str, sep: str, what: str) -> tuple[int, int]:
-    parts = text.lower().split(sep)
-    try:
-        if len(parts) == 1:
-            return int(parts[0]), int(parts[0])
-        a, b = (int(p) for p in parts)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{what} must look like A{sep}B, got {text!r}") from None
-    return a, b
 
 
 def write_video(path: Path, frames, fps: float) -> tuple[int, str]:
@@ -60,10 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "(2 visible, 1 occluded, 0 outside the frame) in place of the score, 3D camera millimetres "
                     "and intrinsics, one JSON line per frame (the pose file schema of stream.posefile).")
     p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same clip")
-    p.add_argument("--persons", type=lambda s: _pair(s, "-", "--persons"), default=(1, 6),
+    p.add_argument("--persons", type=count_range, default="1-6",
                    help="number of people, N or MIN-MAX (default 1-6)")
     p.add_argument("--frames", type=int, default=300, help="number of frames (default 300)")
-    p.add_argument("--size", type=lambda s: _pair(s, "x", "--size"), default=(640, 480),
+    p.add_argument("--size", type=frame_size, default="640x480",
                    help="frame size WIDTHxHEIGHT (default 640x480)")
     p.add_argument("--fps", type=float, default=30.0, help="frame rate (default 30)")
     p.add_argument("--layout", choices=sorted(LAYOUTS), default="coco17", help="keypoint layout of the ground truth")
