@@ -3,6 +3,7 @@ malformed input."""
 
 import threading
 
+import pytest
 import zmq
 
 from stream import wire
@@ -178,16 +179,18 @@ def test_a_live_streams_end_reaches_a_renderer_that_connects_after_it(tmp_path, 
     assert not server.pending_ends and server.metrics.drops["cam"] == 2  # the two frames, counted as dropped
 
 
-def _pid_of(*words: str) -> int | None:
-    """The pid of a running process whose command line holds every one of ``words``, else None."""
+def _pid_of(*words: str, parent: int | None = None) -> int | None:
+    """The pid of a running process whose command line holds every one of ``words`` (and whose parent is
+    ``parent``, when given), else None."""
     from pathlib import Path
 
     for proc in Path("/proc").iterdir():
         try:
             argv = (proc / "cmdline").read_bytes().split(b"\0")
-        except OSError:
+            ppid = int((proc / "stat").read_text().rpartition(")")[2].split()[1])
+        except (OSError, ValueError, IndexError):
             continue
-        if proc.name.isdigit() and all(w.encode() in argv for w in words):
+        if proc.name.isdigit() and all(w.encode() in argv for w in words) and parent in (None, ppid):
             return int(proc.name)
     return None
 
@@ -234,3 +237,38 @@ def test_summary_tells_a_stage_killed_for_hanging_from_one_that_crashed(tmp_path
     summary = _summary(tmp_path, 0.0, {"engine": hung, "capture": crashed})
     assert summary["errors"]["crashed"] == {"engine": "did not stop within 0.5 s of SIGTERM; killed",
                                             "capture": "killed by signal 11"}
+
+
+@pytest.mark.timeout(120)  # without the last resort it would wait forever
+def test_a_frozen_engine_stops_the_pipeline_after_the_grace_period(tmp_path, monkeypatch, capsys):
+    """The supervisor's last resort: the capture finished, yet no end reaches the renderer (the engine is frozen,
+    not dead, so nothing else notices); the run stops after END_GRACE_S with exit 1 and keeps what it wrote."""
+    import json
+    import os
+    import signal
+
+    from stream import pipeline
+    from stream.cli import main as posestream
+
+    monkeypatch.setattr(pipeline, "END_GRACE_S", 2.0)
+    make_video(tmp_path / "in.mp4", 100, fps=25)  # 4 s at its own pace
+    poses = tmp_path / "out.jsonl"
+    frozen = []
+
+    def freeze_engine():
+        wait_for(lambda: poses.exists() and poses.read_text().count("\n") >= 3, 60, "frames through the pipeline")
+        frozen.append(wait_for(lambda: _pid_of("serve", parent=os.getpid()), 10, "the engine"))
+        os.kill(frozen[0], signal.SIGSTOP)
+
+    freezer = threading.Thread(target=freeze_engine, daemon=True)
+    freezer.start()
+    code = posestream(["run", "--source", str(tmp_path / "in.mp4"), "--realtime", "--poses", str(poses),
+                       "--no-progress", *MODEL_CLI])
+    freezer.join(1)
+    err = capsys.readouterr().err
+    summary = json.loads(err.split("posestream: ")[-1])
+    assert frozen, "the pipeline ended before the engine was frozen"
+    assert code == 1
+    assert "did not reach the renderer within 2 s; stopping" in err
+    assert summary["errors"]["crashed"] == {"engine": "did not stop within 10 s of SIGTERM; killed"}
+    assert summary["frames"] == poses.read_text().count("\n") >= 3
