@@ -229,7 +229,7 @@ class EngineServer:
             if self._deliver([eos], False):
                 del self.pending_ends[name]
             elif now > give_up_at:
-                log.error("stream %s: no renderer took its EndOfStream in %.0f s", name, END_RETRY_S)
+                log.warning("stream %s: no renderer took its EndOfStream in %.0f s; dropped", name, END_RETRY_S)
                 del self.pending_ends[name]
         for name, state in list(self.streams.items()):
             if now - state.last_heard > self.config.policy.peer_timeout_s:
