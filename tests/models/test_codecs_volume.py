@@ -1,4 +1,5 @@
-"""heatmap_volume against PYSKL's GeneratePoseTarget loop algorithm (use_score=True), written out plainly."""
+"""heatmap_volume against PYSKL's GeneratePoseTarget loop algorithm (use_score=True), written out plainly in
+tools/bench/codecs.py (the baseline the codecs benchmark times it against)."""
 
 import numpy as np
 import pytest
@@ -7,67 +8,7 @@ from hypothesis import strategies as st
 
 from models.codecs import heatmap_volume
 from models.layouts import COCO17
-
-EPS = 1e-3
-
-
-def _loop_point(arr, mu, value, sigma):
-    """PYSKL generate_a_heatmap for one centre: Gaussian on the +-3 sigma window, max-merged."""
-    h, w = arr.shape
-    if value < EPS:
-        return
-    x0, x1 = max(int(mu[0] - 3 * sigma), 0), min(int(mu[0] + 3 * sigma) + 1, w)
-    y0, y1 = max(int(mu[1] - 3 * sigma), 0), min(int(mu[1] + 3 * sigma) + 1, h)
-    x = np.arange(x0, x1, 1, np.float32)
-    y = np.arange(y0, y1, 1, np.float32)[:, None]
-    if not (x.size and y.size):
-        return
-    patch = np.exp(-((x - mu[0]) ** 2 + (y - mu[1]) ** 2) / 2 / sigma**2) * value
-    arr[y0:y1, x0:x1] = np.maximum(arr[y0:y1, x0:x1], patch)
-
-
-def _loop_limb(arr, a, b, va, vb, sigma):
-    """PYSKL generate_a_limb_heatmap for one limb: distance to the segment on the grown box."""
-    h, w = arr.shape
-    value = min(va, vb)
-    if value < EPS:
-        return
-    x0, x1 = max(int(min(a[0], b[0]) - 3 * sigma), 0), min(int(max(a[0], b[0]) + 3 * sigma) + 1, w)
-    y0, y1 = max(int(min(a[1], b[1]) - 3 * sigma), 0), min(int(max(a[1], b[1]) + 3 * sigma) + 1, h)
-    x = np.arange(x0, x1, 1, np.float32)
-    y = np.arange(y0, y1, 1, np.float32)[:, None]
-    if not (x.size and y.size):
-        return
-    d2a = (x - a[0]) ** 2 + (y - a[1]) ** 2
-    d2b = (x - b[0]) ** 2 + (y - b[1]) ** 2
-    d2ab = (a[0] - b[0]) ** 2 + (a[1] - b[1]) ** 2
-    if d2ab < 1:
-        _loop_point(arr, a, va, sigma)
-        return
-    coeff = (d2a - d2b + d2ab) / 2.0 / d2ab
-    a_dom, b_dom = coeff <= 0, coeff >= 1
-    seg = 1 - a_dom - b_dom
-    px, py = a[0] + coeff * (b[0] - a[0]), a[1] + coeff * (b[1] - a[1])
-    d2line = (x - px) ** 2 + (y - py) ** 2
-    d2 = a_dom * d2a + b_dom * d2b + seg * d2line
-    patch = np.exp(-d2 / 2.0 / sigma**2) * value
-    arr[y0:y1, x0:x1] = np.maximum(arr[y0:y1, x0:x1], patch)
-
-
-def loop_volume(kps, scores, size, sigma, limbs=None):
-    """The loop algorithm: for every frame, every keypoint (or limb), every person."""
-    m, t, k, _ = kps.shape
-    channels = k if limbs is None else len(limbs)
-    out = np.zeros((t, channels, size[1], size[0]), np.float32)
-    for f in range(t):
-        for c in range(channels):
-            for p in range(m):
-                if limbs is None:
-                    _loop_point(out[f, c], kps[p, f, c], scores[p, f, c], sigma)
-                else:
-                    i, j = limbs[c]
-                    _loop_limb(out[f, c], kps[p, f, i], kps[p, f, j], scores[p, f, i], scores[p, f, j], sigma)
-    return out
+from tools.bench.codecs import loop_volume
 
 
 def _clip(seed, m, t, k, size, spread):
