@@ -96,6 +96,13 @@ def crops_pckh(model: str, seeds: list[int], persons: tuple[int, int], flip_test
             "per_joint": {n: round(float(x), 4) for n, x in zip(names, per_joint)}, "crops": len(p)}
 
 
+def _seed_text(seeds: list[int]) -> str:
+    """For the records: ``A-B`` for consecutive seeds, else ``A,B,C``."""
+    if len(seeds) > 2 and seeds == list(range(seeds[0], seeds[-1] + 1)):
+        return f"{seeds[0]}-{seeds[-1]}"
+    return ",".join(map(str, seeds))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tools.bench accuracy", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -112,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     seeds, persons = args.seeds, args.persons
     if args.protocol == "crops":
         r = crops_pckh(args.model, seeds, persons, args.flip_test)
-        info = dict(model=args.model, seeds=seeds, crops=r["crops"], flip_test=args.flip_test, machine=machine())
+        info = dict(model=args.model, seeds=_seed_text(seeds), crops=r["crops"], flip_test=args.flip_test, machine=machine())
         emit("accuracy", "crops_pckh@0.5", r["mpii"], "fraction", **info)
         emit("accuracy", "crops_pckh@0.5_all", r["all"], "fraction", per_joint=r["per_joint"], **info)
         emit("accuracy", "crops_pckh@0.5_visible", r["visible"], "fraction", **info)
