@@ -55,6 +55,8 @@ def _model_args(args) -> list[str]:
     out = ["--model", args.model, "--backend", args.backend, "--max-batch", str(args.max_batch)]
     if args.tracking:
         out.append("--tracking")
+    if args.smooth:
+        out.append("--smooth")
     if args.refiner:
         out += ["--refiner", args.refiner]
     if args.flip_test:

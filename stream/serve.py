@@ -295,6 +295,14 @@ class EngineServer:
         return self.stats
 
 
+def frame_seconds(frame: wire.Frame) -> float:
+    """The frame's time for smoothing: its presentation time when the source stamps one (a file, or a stream
+    paced at its own rate), else when it was captured."""
+    if frame.pts is not None and frame.time_base:
+        return frame.pts * frame.time_base[0] / frame.time_base[1]
+    return frame.capture_ns / 1e9
+
+
 @dataclass
 class _Job:
     packets: list
@@ -329,7 +337,8 @@ class _Worker(threading.Thread):
                     if job.frames:
                         job.results = self.engine.infer([p.image for p in job.frames],
                                                         stream_ids=[p.msg.stream for p in job.frames],
-                                                        intrinsics=[p.msg.intrinsics for p in job.frames])
+                                                        intrinsics=[p.msg.intrinsics for p in job.frames],
+                                                        timestamps=[frame_seconds(p.msg) for p in job.frames])
                 except Exception as err:  # a failing batch must not take the server down
                     job.error = err
                 job.publish_ns = time.time_ns()

@@ -57,6 +57,9 @@ def add_model(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default="auto", help="auto, torch, onnxruntime or tensorrt (default auto)")
     parser.add_argument("--max-batch", type=int, default=8, help="largest batch across streams (default 8)")
     parser.add_argument("--tracking", action="store_true", help="stable track ids per stream")
+    parser.add_argument("--smooth", action="store_true",
+                        help="One-Euro smoothing of each tracked person's 2D and 3D joints over the frames' own "
+                             "times (less jitter, a little lag; implies --tracking)")
     parser.add_argument("--refiner", help="cascade mode: an hourglass spec (e.g. hg_mpii) that refines each person "
                                           "the --model (SPM) finds; poses come out in the refiner's layout")
     parser.add_argument("--flip-test", action="store_true",
@@ -99,6 +102,7 @@ def serve_main(argv: list[str]) -> int:
             from engine import Engine
 
             engine = Engine(model_spec(args.model), args.backend, max_batch=args.max_batch, tracking=args.tracking,
+                            smoothing=args.smooth,
                             model_args=args.model_args, refiner=args.refiner, flip_test=args.flip_test)
     except (ValueError, OSError) as err:
         print(f"posestream serve: cannot load model {args.model!r}: {str(err).splitlines()[0]}", file=sys.stderr)

@@ -13,10 +13,11 @@ def test_lossless_video_gives_one_annotated_frame_and_one_record_per_input_frame
     pts = make_video(tmp_path / "in.mp4", 30)
     out, poses, coco = tmp_path / "out.mp4", tmp_path / "out.jsonl", tmp_path / "coco.json"
     code = main(["video", str(tmp_path / "in.mp4"), "-o", str(out), "--poses", str(poses), "--coco", str(coco),
-                 "--no-progress", *MODEL_CLI])
+                 "--no-progress", "--smooth", *MODEL_CLI])
     assert code == 0
     records = list(read_pose_file(poses))
     assert [r.frame for r in records] == list(range(30))
+    assert all(r.poses.track_id.min() >= 0 for r in records)  # --smooth tracks people (ids are -1 without)
     assert [r.pts for r in records] == pts
     assert all(r.layout == "mpii16" and len(r.poses) == 1 and r.latency_ms > 0 for r in records)
     assert decoded_times(out) == decoded_times(tmp_path / "in.mp4")

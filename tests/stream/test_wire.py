@@ -146,3 +146,12 @@ def test_shared_memory_frames_resolve_through_the_ring_and_reject_foreign_paths(
         del packet
         reader.close()
         ring.close()
+
+
+def test_frames_are_timed_by_their_pts_else_by_capture():
+    from stream.serve import frame_seconds
+
+    stamped = wire.Frame(stream="s", seq=3, capture_ns=5_000_000_000, width=4, height=4, pts=3003,
+                         time_base=(1, 30000))
+    assert frame_seconds(stamped) == 0.1001
+    assert frame_seconds(wire.Frame(stream="s", seq=3, capture_ns=5_250_000_000, width=4, height=4)) == 5.25
