@@ -9,8 +9,10 @@ when ``--synth`` is used).
 Per frame, predicted persons are matched one-to-one to true persons, greedily by mean joint distance.
 Reported (JSON on stdout): PCKh@0.5 (gt layouts with a head segment; see tools.metrics for the head size),
 OKS AP (pycocotools with the gt layout's sigmas), MPJPE root-relative and absolute and 3D PCK@150 mm
-(when both sides have 3D; the root-relative error also per joint and per axis: x, y, depth), and joint
-precision / recall / F1 (greedy matching within ``--match-px``).
+(when both sides have 3D; the root-relative error also per joint and per axis: x, y, depth), joint
+precision / recall / F1 (greedy matching within ``--match-px``), and the acceleration error (jitter: the
+predicted minus the true frame-to-frame acceleration of each matched person's joints, in px and, root-relative,
+in mm per frame squared; when the truth's person ids are known, as for generated clips).
 Predictions in another layout are converted to the truth's; only joints both layouts share count.
 """
 
@@ -72,6 +74,7 @@ class Accumulator:
         self.rows: dict[str, list] = {k: [] for k in ("pred", "gt", "vis", "head", "pred3", "gt3", "ok3")}
         self.joints = M.Counts()
         self.common: np.ndarray | None = None
+        self.motion: dict[str, list[dict]] = {"2d": [], "3d": []}  # per frame, by true person id: for accel_error
 
     def add(self, pred: Poses, gt: Poses) -> None:
         """One frame: predictions (any layout) and ground truth (this layout, visibility as score)."""
@@ -86,6 +89,7 @@ class Accumulator:
                             "pred_score": score, "pred_person_score": pred.person_score})
         self.joints += M.joint_counts(xy, (score >= self.score_threshold) & common, gt.xy, gt_ok, self.match_px)
         matched = dict((g, p) for p, g in match_persons(xy, gt.xy, gt_ok))
+        self._add_motion(matched, xy, xyz, gt, gt_ok)
         for g in range(len(gt)):
             p = matched.get(g)
             self.rows["gt"].append(gt.xy[g])
@@ -95,6 +99,17 @@ class Accumulator:
                 self.rows["pred3"].append(xyz[p])
                 self.rows["gt3"].append(gt.xyz[g])
                 self.rows["ok3"].append(gt_ok[g])
+
+    def _add_motion(self, matched: dict, xy, xyz, gt: Poses, gt_ok: np.ndarray) -> None:
+        """This frame's matched people by true id (ids must be unique and set: the truth of a clip)."""
+        ids = gt.track_id.tolist()
+        known = len(set(ids)) == len(ids) and min(ids, default=0) >= 0
+        pairs = [(ids[g], p, g) for g, p in matched.items()] if known else []
+        self.motion["2d"].append({i: (xy[p], gt.xy[g], gt_ok[g]) for i, p, g in pairs})
+        if xyz is not None and gt.xyz is not None:
+            root = self.layout.root_point
+            self.motion["3d"].append({i: (xyz[p] - root(xyz[p]), gt.xyz[g] - root(gt.xyz[g]), gt_ok[g])
+                                      for i, p, g in pairs})
 
     def _by_joint(self, values: np.ndarray) -> dict[str, float | None]:
         """Per-joint values [K] as {joint name: value}, None where NaN (a joint never labelled)."""
@@ -121,6 +136,10 @@ class Accumulator:
             where = M.mpjpe_breakdown(r["pred3"], r["gt3"], r["ok3"], self.layout)
             out["mpjpe_per_axis_mm"] = where["per_axis"]
             out["mpjpe_per_joint_mm"] = self._by_joint(where["per_joint"])
+        for key, unit in (("2d", "px"), ("3d", "mm")):  # 3D root-relative, as MPJPE
+            accel = M.accel_error(self.motion[key])
+            if not np.isnan(accel):
+                out[f"accel_error_{unit}"] = accel
         j = self.joints
         out["joints"] = {"tp": j.tp, "fp": j.fp, "fn": j.fn, "precision": j.precision, "recall": j.recall,
                          "f1": j.f1, "match_px": self.match_px}
@@ -154,13 +173,13 @@ def _video_frames(path: Path) -> Iterable[np.ndarray]:
 
 
 def predict(model: str, frames: Iterable[np.ndarray], intrinsics: list[tuple | None], backend: str = "auto",
-            batch: int = 8, flip_test: bool = False) -> list[PoseRecord]:
+            batch: int = 8, flip_test: bool = False, smooth: bool = False) -> list[PoseRecord]:
     """Run ``engine.Engine(model)`` over frames; one record per frame (frame numbers from 0)."""
     try:
         from engine import Engine
     except ImportError as err:  # the engine is optional for pose-file evaluation
         raise ValueError(f"evaluate: --model needs engine.Engine, which is not available ({err})") from None
-    engine = Engine(model, backend=backend, max_batch=batch, flip_test=flip_test)
+    engine = Engine(model, backend=backend, max_batch=batch, flip_test=flip_test, smoothing=smooth)
     out: list[PoseRecord] = []
     chunk: list[np.ndarray] = []
 
@@ -202,6 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layout", default="mpii16", help="--synth ground truth layout (default mpii16)")
     p.add_argument("--backend", default="auto", help="engine backend (auto, torch, onnxruntime, tensorrt)")
     p.add_argument("--flip-test", action="store_true", help="run --model with the test-time flip (Engine flip_test)")
+    p.add_argument("--smooth", action="store_true",
+                   help="run --model with One-Euro smoothing per tracked person (posestream --smooth; frames 30 fps apart)")
     p.add_argument("--match-px", type=float, default=10.0, help="joint matching distance in pixels (default 10)")
     p.add_argument("--score-threshold", type=float, default=0.3, help="predicted joints counted from this score")
     p.add_argument("-o", "--output", type=Path, help="also write the summary JSON here")
@@ -234,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
                 if args.video is None:
                     raise ValueError("evaluate: --model needs --video or --synth")
                 frames = _video_frames(args.video)
-            preds = predict(args.model, frames, _intrinsics(gts), args.backend, flip_test=args.flip_test)
+            preds = predict(args.model, frames, _intrinsics(gts), args.backend, flip_test=args.flip_test,
+                            smooth=args.smooth)
         summary = evaluate(preds, gts, args.match_px, args.score_threshold)
     except (ValueError, FileNotFoundError) as err:
         print(f"tools.evaluate: {err}", file=sys.stderr)

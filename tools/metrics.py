@@ -1,4 +1,5 @@
-"""Pose metrics: PCKh (MPII), OKS AP (COCO, through pycocotools), MPJPE and 3D PCK, joint precision/recall/F1.
+"""Pose metrics: PCKh (MPII), OKS AP (COCO, through pycocotools), MPJPE and 3D PCK, joint precision/recall/F1,
+acceleration error (temporal jitter).
 
 Shapes: N persons, K joints; 2D points [N,K,2] pixels, 3D points [N,K,3] millimetres; masks [N,K] bool.
 
@@ -88,6 +89,23 @@ def pck3d(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray, threshold: float =
     if not mask.any():
         return float("nan")
     return float((np.linalg.norm(pred - gt, axis=-1)[mask] <= threshold).mean())
+
+
+def accel_error(frames: list[dict]) -> float:
+    """Acceleration error (HMMR, VIBE): the mean norm of ``(p[t-1] - 2 p[t] + p[t+1]) - (g[t-1] - 2 g[t] + g[t+1])``
+    over every joint of a person matched in three consecutive frames, masked in all three and finite; 0 for a
+    prediction exactly as smooth as the truth, larger the more it jitters. NaN when no such triple exists.
+
+    ``frames``: one dict per consecutive frame, {person id: (pred [K,D], gt [K,D], mask [K] bool)}.
+    """
+    errors = []
+    for a, b, c in zip(frames, frames[1:], frames[2:]):
+        for pid in a.keys() & b.keys() & c.keys():
+            (pa, ga, ma), (pb, gb, mb), (pc, gc, mc) = a[pid], b[pid], c[pid]
+            accel = (np.asarray(pa, np.float64) - 2 * pb + pc) - (np.asarray(ga, np.float64) - 2 * gb + gc)
+            errors.append(np.linalg.norm(accel, axis=-1)[ma & mb & mc & np.isfinite(accel).all(-1)])
+    errors = np.concatenate(errors) if errors else np.zeros(0)
+    return float(errors.mean()) if errors.size else float("nan")
 
 
 def _relative(pred, gt, layout):

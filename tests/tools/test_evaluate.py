@@ -44,6 +44,16 @@ def test_perfect_predictions_score_one(clip):
     assert max(s["mpjpe_per_axis_mm"].values()) == pytest.approx(0.0, abs=1e-3)
     assert set(s["mpjpe_per_joint_mm"]) == set(get_layout("mpii16").names)
     assert s["joints"]["f1"] == 1.0
+    assert s["accel_error_px"] == pytest.approx(0.0, abs=1e-3) and s["accel_error_mm"] == pytest.approx(0.0, abs=1e-3)
+
+
+def test_jitter_raises_the_acceleration_error_and_a_steady_offset_does_not(clip):
+    gt = list(read_pose_file(clip / "panoptic19.jsonl"))
+    assert evaluate(_shifted(gt, 3.0), gt)["accel_error_px"] == pytest.approx(0.0, abs=1e-3)
+    # every joint of every person 1 px down-right on even frames, 1 px up-left on odd ones: accelerations of
+    # (+-4, +-4) px per frame squared
+    jittered = [_shifted([r], 1.0 if r.frame % 2 == 0 else -1.0)[0] for r in gt]
+    assert evaluate(jittered, gt)["accel_error_px"] == pytest.approx(4 * 2**0.5, abs=1e-3)
 
 
 def test_shift_beyond_the_threshold_scores_zero(clip):

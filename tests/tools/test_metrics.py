@@ -104,3 +104,14 @@ def test_oks_ap():
                  pred_person_score=im["pred_person_score"][:1]) for im in images]
     r = M.oks_ap(half, sigmas)
     assert r["AR"] == pytest.approx(1 / 3, abs=0.01) and r["AP"] < 0.5
+
+
+def test_accel_error_counts_only_joints_seen_in_three_consecutive_frames():
+    still, ok = np.zeros((2, 3)), np.array([True, True])
+    bump = np.array([[0.0, 0.0, 0.0], [6.0, 8.0, 0.0]])  # joint 1 off by 10 mm in the middle frame only
+    frames = [{7: (still, still, ok)}, {7: (bump, still, ok)}, {7: (still, still, ok)}]
+    assert M.accel_error(frames) == pytest.approx(10.0)  # joint 1: |-2 x (6, 8, 0)| = 20; joint 0: 0
+    masked = [frames[0], {7: (bump, still, np.array([True, False]))}, frames[2]]
+    assert M.accel_error(masked) == pytest.approx(0.0)
+    assert np.isnan(M.accel_error([frames[0], {}, frames[2]]))  # the person missed in the middle: no triple
+    assert np.isnan(M.accel_error(frames[:2]))
