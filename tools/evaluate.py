@@ -106,10 +106,10 @@ class Accumulator:
         known = len(set(ids)) == len(ids) and min(ids, default=0) >= 0
         pairs = [(ids[g], p, g) for g, p in matched.items()] if known else []
         self.motion["2d"].append({i: (xy[p], gt.xy[g], gt_ok[g]) for i, p, g in pairs})
-        if xyz is not None and gt.xyz is not None:
-            root = self.layout.root_point
-            self.motion["3d"].append({i: (xyz[p] - root(xyz[p]), gt.xyz[g] - root(gt.xyz[g]), gt_ok[g])
-                                      for i, p, g in pairs})
+        root, has_3d = self.layout.root_point, xyz is not None and gt.xyz is not None
+        # one entry per frame, empty without 3D: a triple must be three consecutive frames
+        self.motion["3d"].append({i: (xyz[p] - root(xyz[p]), gt.xyz[g] - root(gt.xyz[g]), gt_ok[g])
+                                  for i, p, g in pairs} if has_3d else {})
 
     def _by_joint(self, values: np.ndarray) -> dict[str, float | None]:
         """Per-joint values [K] as {joint name: value}, None where NaN (a joint never labelled)."""

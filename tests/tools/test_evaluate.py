@@ -54,6 +54,10 @@ def test_jitter_raises_the_acceleration_error_and_a_steady_offset_does_not(clip)
     # (+-4, +-4) px per frame squared
     jittered = [_shifted([r], 1.0 if r.frame % 2 == 0 else -1.0)[0] for r in gt]
     assert evaluate(jittered, gt)["accel_error_px"] == pytest.approx(4 * 2**0.5, abs=1e-3)
+    # a frame without a prediction breaks the triples through it; the frames around it are not made neighbours
+    gapped = evaluate([r for r in _shifted(gt, 0.0) if r.frame != 2], gt)
+    assert gapped["accel_error_px"] == pytest.approx(0.0, abs=1e-3)
+    assert gapped["accel_error_mm"] == pytest.approx(0.0, abs=1e-3)
 
 
 def test_shift_beyond_the_threshold_scores_zero(clip):
