@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--live", action="store_true",
                         help="live mode as from a camera: posestream run --realtime (default: posestream video)")
     parser.add_argument("--record", action="store_true", help="with --live: also write the annotated video (-o)")
+    parser.add_argument("--smooth", action="store_true", help="posestream --smooth (tracking + One-Euro smoothing)")
     args = parser.parse_args(argv)
     from stream.cli import main as posestream
     from stream.posefile import read_pose_file
@@ -68,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         cmd += ["--poses", poses, "--no-progress", "--model", args.model,
                 "--backend", args.backend, "--max-batch", str(args.max_batch)]
         cmd += ["--model-args", args.model_args] if args.model_args else []
+        cmd += ["--smooth"] if args.smooth else []
         t0 = time.perf_counter()
         stderr = io.StringIO()
         with contextlib.redirect_stderr(stderr):
@@ -89,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         clip = os.path.basename(video) if args.video else f"synth seed {args.seed}, {args.persons[0]}-{args.persons[1]} people"
         extra = {"machine": machine(), "video": clip, "frames": len(records), "model": args.model,
                  "backend": args.backend, "mode": ("live, recording" if args.record else "live") if args.live else "lossless",
-                 "omp_threads": os.environ.get("OMP_NUM_THREADS")}
+                 "smooth": args.smooth, "omp_threads": os.environ.get("OMP_NUM_THREADS")}
         emit("pipeline", "end-to-end fps", (len(records) - 1) / span_s if span_s > 0 else 0.0, "frames/s", **extra)
         if args.live:
             read = summary.get("read") or len(records)
