@@ -1,7 +1,13 @@
 """Pose files: JSON Lines, one object per frame, shared by the renderer, the subscriber,
 the synthetic generator's ground truth and the evaluator.
 
-One line::
+The renderer's files start with a header line (readers skip it; :func:`read_header` returns it)::
+
+    {"kind": "header", "format": "posestream.poses", "version": 1, "stream": str, "model_id": str,
+     "layout": str, "joints": [str, ...], "width": int, "height": int,
+     "intrinsics": {"fx", "fy", "cx", "cy"} | null}           # the camera the 3D was computed with
+
+Then one line per frame::
 
     {"stream": str, "frame": int, "pts": int | null, "capture_ns": int | null,
      "latency_ms": float | null, "layout": str,
@@ -80,18 +86,56 @@ class PoseRecord:
                    intrinsics=obj.get("intrinsics"))
 
 
+FORMAT = "posestream.poses"
+FORMAT_VERSION = 1
+
+
+def make_header(*, stream: str, model_id: str, layout: str, width: int, height: int,
+                intrinsics: tuple[float, float, float, float] | None) -> dict:
+    """The header object of a pose file (see the module docstring)."""
+    from models.layouts import get_layout
+
+    return {"kind": "header", "format": FORMAT, "version": FORMAT_VERSION, "stream": stream, "model_id": model_id,
+            "layout": layout, "joints": list(get_layout(layout).names), "width": int(width), "height": int(height),
+            "intrinsics": None if intrinsics is None else dict(zip(("fx", "fy", "cx", "cy"), map(float, intrinsics)))}
+
+
+def _is_header(obj) -> bool:
+    return isinstance(obj, dict) and obj.get("kind") == "header"
+
+
+def read_header(path: str | Path) -> dict | None:
+    """The header object on the first line of a pose file (``{"kind": "header", ...}``), or None when it has none."""
+    with Path(path).open() as fh:
+        first = fh.readline()
+    try:
+        obj = json.loads(first)
+    except ValueError:
+        return None
+    return obj if _is_header(obj) else None
+
+
+def write_header(fh: IO[str], header: dict) -> None:
+    """Write ``header`` (:func:`make_header`) as the first line of a pose file."""
+    fh.write(json.dumps(header, separators=(",", ":")) + "\n")
+
+
 def write_record(fh: IO[str], record: PoseRecord) -> None:
     fh.write(json.dumps(record.to_json(), separators=(",", ":")) + "\n")
 
 
 def read_pose_file(path: str | Path) -> Iterator[PoseRecord]:
-    """Records of a pose file in order; a malformed line raises ValueError naming the file and line."""
+    """Records of a pose file in order (header lines skipped); a malformed line raises ValueError naming the
+    file and line."""
     path = Path(path)
     with path.open() as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
                 continue
             try:
-                yield PoseRecord.from_json(json.loads(line))
+                obj = json.loads(line)
+                if _is_header(obj):
+                    continue
+                yield PoseRecord.from_json(obj)
             except (ValueError, KeyError, TypeError) as err:
                 raise ValueError(f"{path}:{lineno}: malformed pose record ({err})") from err

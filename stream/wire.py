@@ -11,6 +11,11 @@ with ``v`` = :data:`PROTOCOL_VERSION` and ``kind``), followed by binary parts fo
     Ack          [header]
 
 Arrays inside ``Poses`` travel as little-endian float32 / int64 bytes (shapes from ``n`` and ``k``).
+
+Versions: ``v`` is the major version; a receiver rejects any other. Minor steps only add optional fields, which
+older receivers ignore (msgspec skips unknown fields) and newer ones default when an older sender left them out.
+``Poses.minor`` says which: 0 = 1.0; 1 = 1.1, which adds ``intrinsics`` (what a viewer needs beside the model id,
+layout and frame size that 1.0 already carried).
 :func:`decode` never raises anything but :class:`WireError` (with a ``reason``); receivers use
 :class:`RejectCounter` to count rejects by reason and carry on.
 """
@@ -26,6 +31,7 @@ import msgspec
 import numpy as np
 
 PROTOCOL_VERSION = 1
+PROTOCOL_MINOR = 1
 log = logging.getLogger(__name__)
 
 
@@ -56,7 +62,9 @@ class Frame(_Base, tag="frame"):
 
 class Poses(_Base, tag="poses"):
     """The people in one frame. Arrays as bytes: xy f32 [n,k,2], score f32 [n,k], person_score f32 [n],
-    track_id i64 [n], xyz f32 [n,k,3] millimetres or None."""
+    track_id i64 [n], xyz f32 [n,k,3] millimetres or None. ``width`` x ``height``: the frame's size;
+    ``intrinsics`` (1.1): the camera (fx, fy, cx, cy) in frame pixels that the 3D was computed with, or None
+    for 2D-only models (and 1.0 senders)."""
 
     stream: str
     seq: int
@@ -76,6 +84,8 @@ class Poses(_Base, tag="poses"):
     time_base: tuple[int, int] | None = None
     width: int = 0
     height: int = 0
+    minor: int = 0
+    intrinsics: tuple[float, float, float, float] | None = None
 
 
 class EndOfStream(_Base, tag="eos"):
@@ -293,8 +303,11 @@ class RejectCounter:
 
 
 def pack_poses(poses, frame: Frame, model_id: str, engine_ns: int, publish_ns: int) -> Poses:
-    """Wire form of ``engine.results.Poses`` found in ``frame``."""
+    """Wire form of ``engine.results.Poses`` found in ``frame`` (on the engine's side)."""
+    from engine.postprocess import frame_intrinsics
+
     n, k = poses.score.shape
+    intrinsics = None if poses.xyz is None else frame_intrinsics((frame.width, frame.height), frame.intrinsics)
     return Poses(
         stream=frame.stream, seq=frame.seq, capture_ns=frame.capture_ns, engine_ns=engine_ns, publish_ns=publish_ns,
         model_id=model_id, layout=poses.layout, n=n, k=k,
@@ -303,6 +316,7 @@ def pack_poses(poses, frame: Frame, model_id: str, engine_ns: int, publish_ns: i
         track_id=np.ascontiguousarray(poses.track_id, "<i8").tobytes(),
         xyz=None if poses.xyz is None else np.ascontiguousarray(poses.xyz, "<f4").tobytes(),
         pts=frame.pts, time_base=frame.time_base, width=frame.width, height=frame.height,
+        minor=PROTOCOL_MINOR, intrinsics=intrinsics,
     )
 
 

@@ -155,3 +155,38 @@ def test_frames_are_timed_by_their_pts_else_by_capture():
                          time_base=(1, 30000))
     assert frame_seconds(stamped) == 0.1001
     assert frame_seconds(wire.Frame(stream="s", seq=3, capture_ns=5_250_000_000, width=4, height=4)) == 5.25
+
+
+class _PosesV10(msgspec.Struct, tag_field="kind", tag="poses", kw_only=True):
+    """``Poses`` as protocol 1.0 defined it (what an old subscriber decodes with)."""
+
+    v: int = 1
+    stream: str
+    seq: int
+    capture_ns: int
+    engine_ns: int
+    publish_ns: int
+    model_id: str
+    layout: str
+    n: int
+    k: int
+    xy: bytes
+    score: bytes
+    person_score: bytes
+    track_id: bytes
+    xyz: bytes | None = None
+    pts: int | None = None
+    time_base: tuple[int, int] | None = None
+    width: int = 0
+    height: int = 0
+
+
+def test_poses_1_1_carries_the_intrinsics_and_stays_readable_by_1_0_subscribers():
+    frame = _frame(intrinsics=None, width=640, height=480)
+    msg = wire.pack_poses(_result_poses(), frame, "default", engine_ns=1, publish_ns=2)
+    assert (msg.minor, msg.intrinsics) == (1, (640.0, 640.0, 319.5, 239.5)), "the default camera the engine used"
+    assert wire.pack_poses(_result_poses(with_3d=False), frame, "hg", 1, 2).intrinsics is None, "2D: no camera"
+    old = msgspec.msgpack.Decoder(_PosesV10).decode(wire.encode(msg))  # a 1.0 subscriber skips the new fields
+    assert (old.stream, old.model_id, old.layout, old.xyz, old.width) == ("cam0", "default", "coco17", msg.xyz, 640)
+    from_old = wire.decode([msgspec.msgpack.encode(old)]).msg  # and a 1.0 sender's message still decodes here
+    assert (from_old.minor, from_old.intrinsics, from_old.xy) == (0, None, msg.xy)
