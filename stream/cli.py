@@ -13,6 +13,7 @@ flows:
   posestream video IN.mp4 -o OUT.mp4 --poses OUT.jsonl     a file, lossless, three processes over ipc://
   posestream run --source webcam:0 --publish tcp://127.0.0.1:5560 --show     live
   posestream serve | capture | render | subscribe          one stage each, over tcp (loopback by default)
+  posestream view tcp://127.0.0.1:5560                     a live 2D + 3D viewer of a pose stream (Rerun)
 
 exit codes:
   0    done
@@ -36,7 +37,16 @@ def _video_parser(sub) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--intrinsics", help="camera fx,fy,cx,cy in frame pixels, for 3D in millimetres (default: "
                                         "f = frame width, c = frame centre)")
+    p.add_argument("--show", action="store_true", help="also show the annotated frames in a window")
+    _add_view(p)
     add_model(p)
+
+
+def _add_view(p) -> None:
+    p.add_argument("--view", nargs="?", const="window", metavar="FILE.rrd|web",
+                   help="also open the live 2D + 3D viewer (posestream view) on the frames and poses in a window; "
+                        "`--view web`: serve it to a browser instead (http://127.0.0.1:9090); `--view FILE.rrd`: "
+                        "record them to that Rerun file")
 
 
 def _run_parser(sub) -> None:
@@ -46,7 +56,9 @@ def _run_parser(sub) -> None:
     p.add_argument("--source", required=True, help="webcam:N, /dev/videoN, rtsp://..., a video file or a folder")
     p.add_argument("--publish", default=None,
                    help=f"also publish the pose stream here, e.g. {DEFAULT_PUBLISH} (default: private ipc://)")
-    p.add_argument("--show", action="store_true", help="show the annotated frames in a window")
+    p.add_argument("--show", action="store_true", help="show the annotated frames in a window (q or Esc closes "
+                                                       "it and stops, as Ctrl-C does)")
+    _add_view(p)
     p.add_argument("-o", "--output", help="also write the annotated video")
     p.add_argument("--poses", help="also write a JSON Lines pose file")
     p.add_argument("--realtime", action="store_true", help="pace files at their frame rate (cameras always are)")
@@ -78,6 +90,10 @@ def main(argv: list[str] | None = None) -> int:
         from stream.subscribe import main as subscribe_main
 
         return subscribe_main(argv[1:])
+    if argv and argv[0] == "view":
+        from stream.view import main as view_main
+
+        return view_main(argv[1:])
     parser = argparse.ArgumentParser(prog="posestream", epilog=EPILOG, formatter_class=argparse.RawTextHelpFormatter,
                                      description="Realtime streaming pose estimation over ZeroMQ.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -87,12 +103,14 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("capture", help="one capture alone, sending to an engine server", add_help=False)
     sub.add_parser("render", help="renderer alone, reading an engine's reliable channel", add_help=False)
     sub.add_parser("subscribe", help="print an engine's pose stream as JSON lines", add_help=False)
+    sub.add_parser("view", help="a live 2D + 3D viewer of an engine's pose stream (Rerun)", add_help=False)
     args = parser.parse_args(argv)
     from stream.pipeline import run_pipeline
     from stream.sources import SourceError
 
     source = args.input if args.command == "video" else args.source
-    for path in (args.output, args.poses, getattr(args, "coco", None)):
+    view_file = args.view if args.view not in (None, "window", "web") else None
+    for path in (args.output, args.poses, getattr(args, "coco", None), view_file):
         if path and not Path(path).resolve().parent.is_dir():
             print(f"posestream {args.command}: cannot write {path}: no such folder", file=sys.stderr)
             return EXIT_INPUT

@@ -1,5 +1,7 @@
 """``posestream video`` and ``posestream run``: capture, engine and renderer as separate processes wired
-over ipc:// (lossless for files, live for ``run``), a progress bar, and a closing summary.
+over ipc:// (lossless for files, live for ``run``), a progress bar, and a closing summary. ``--view`` adds a
+fourth, ``posestream view`` on the engine's poses-with-frames stream; it can fail (no display) without
+stopping the others. Closing the ``--show`` window stops the pipeline as Ctrl-C does.
 
 Children run in their own session so a terminal's Ctrl-C reaches only this process, which then stops
 them in order: the capture first (it ends the stream), then the renderer (it finishes its files once the
@@ -102,13 +104,21 @@ def run_pipeline(source: str, lossless: bool, args, total: int | None = None) ->
     capture_args = ["--source", source, "--engine", eps["frames"], "--shm"] + (["--lossless"] if lossless else [])
     capture_args += ["--realtime"] if getattr(args, "realtime", False) else []
     capture_args += ["--intrinsics", args.intrinsics] if getattr(args, "intrinsics", None) else []
+    view = getattr(args, "view", None)
+    view_ep, view_ready = f"ipc://{workdir / 'view'}", workdir / "view.ready"
     interrupt = _Interrupt()
     procs = {"engine": _spawn("serve", ["--frames", eps["frames"], "--publish", publish, "--deliver",
-                                        eps["deliver"], *_model_args(args)], workdir)}
+                                        eps["deliver"], *(["--publish-frames", view_ep] if view else []),
+                                        *_model_args(args)], workdir)}
     procs["render"] = _spawn("render", render_args, workdir)
-    # live frames that reach the engine before the renderer is connected to it would be dropped: start the capture
-    # once the renderer says the channel is up (or a stage already failed, which the loop below reports)
-    while not (ready.exists() or interrupt.event.wait(0.05) or not _running(procs)):
+    if view:
+        procs["view"] = _spawn("view", [view_ep, "--until-end", "--ready-file", str(view_ready),
+                                        *{"window": [], "web": ["--web", "--no-browser"]}.get(view, ["--save", view])],
+                              workdir)
+    # live frames that reach the engine before the renderer (and viewer) is connected to it would be dropped: start
+    # the capture once they say the channel is up (or a stage already failed, which the loop below reports)
+    while not ((ready.exists() and (not view or view_ready.exists() or procs["view"].poll() is not None))
+               or interrupt.event.wait(0.05) or not _running(procs)):
         pass
     procs["capture"] = _spawn("capture", capture_args, workdir)
     subscriber = PoseSubscriber(publish)
@@ -127,7 +137,8 @@ def run_pipeline(source: str, lossless: bool, args, total: int | None = None) ->
     finally:
         bar.close()
         subscriber.close()
-        code = _wind_down(procs, interrupt.event.is_set())
+        # the renderer exits 130 when the user closed its --show window: stop as on Ctrl-C
+        code = _wind_down(procs, interrupt.event.is_set() or procs["render"].poll() == EXIT_INTERRUPTED)
         interrupt.restore()
     summary = _summary(workdir, (last - first) if first and last else 0.0, procs)
     print("posestream: " + json.dumps(summary), file=sys.stderr)
@@ -159,6 +170,9 @@ def _wind_down(procs: dict, interrupted: bool) -> int:
     _wait(capture, 2 if failed else 10)
     _stop(render, 10)
     _stop(capture, 5)
+    if "view" in procs:  # it exits by itself once the stream's end reached it (and its recording is written)
+        _wait(procs["view"], 5)
+        _stop(procs["view"], 10)
     _stop(engine, 10)
     if interrupted:
         return EXIT_INTERRUPTED
@@ -171,7 +185,7 @@ def _wind_down(procs: dict, interrupted: bool) -> int:
 
 def _summary(workdir: Path, wall_s: float, procs: dict) -> dict:
     """The closing summary from the stages' own (each writes one on exit; a stage that crashed wrote none)."""
-    capture, render, engine = (_read(workdir, s) for s in ("capture", "render", "serve"))
+    capture, render, engine, view = (_read(workdir, s) for s in ("capture", "render", "serve", "view"))
     frames, read = render.get("frames", 0), capture.get("read")
     crashed = {name: f"did not stop within {p.hung_s:g} s of SIGTERM; killed" if hasattr(p, "hung_s")
                else f"killed by signal {-p.returncode}"
@@ -185,4 +199,5 @@ def _summary(workdir: Path, wall_s: float, procs: dict) -> dict:
             "errors": {"source": capture.get("error") or render.get("error"), "crashed": crashed,
                        "corrupt_frames": capture.get("corrupt", 0), "rejected_messages": engine.get("rejects", {}),
                        "render_gaps": render.get("gaps", 0)},
-            "resent": capture.get("resent", 0), "duplicates_dropped": render.get("duplicates", 0)}
+            "resent": capture.get("resent", 0), "duplicates_dropped": render.get("duplicates", 0),
+            **({"view": view} if "view" in procs else {})}

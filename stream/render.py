@@ -1,5 +1,6 @@
 """Renderer: draws skeletons onto the frames of the reliable channel and writes annotated video (PyAV),
-a JSON Lines pose file (stream.posefile), COCO results on request, and a live window with ``--show``.
+a JSON Lines pose file (stream.posefile), COCO results on request, and a live window with ``--show``
+(stream.window; closing it stops the renderer as Ctrl-C does).
 
 The output video keeps the input's frame rate and timestamps; in lossless mode it has the input's frame
 count (duplicates resent after an engine restart are dropped by seq). Files are finished on EndOfStream
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -23,7 +23,7 @@ import zmq
 from models.layouts import COCO17, convert, get_layout
 from stream import wire
 from stream.metrics import percentiles
-from stream.posefile import write_record
+from stream.posefile import make_header, write_header, write_record
 from stream.transport import Policy, deliver_pull
 
 log = logging.getLogger(__name__)
@@ -167,14 +167,18 @@ class Renderer:
         self.pose_fh = open(config.poses, "w") if config.poses else None  # noqa: SIM115 (closed in _close)
         self.coco: list[dict] = []
         self.next_seq: dict[str, int] = {}
-        self.show = config.show and self._display()
+        self.window = self._window() if config.show else None
+        self.closed = False  # the user closed the window: stop as on Ctrl-C
 
     @staticmethod
-    def _display() -> bool:
-        if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-            log.warning("--show: no display; not showing a window")
-            return False
-        return True
+    def _window():
+        from stream.window import Window, display_problem
+
+        problem = display_problem()
+        if problem:
+            log.warning("--show: %s; not showing a window", problem)
+            return None
+        return Window()
 
     def _frame(self, packet: wire.Packet) -> None:
         msg, frame = packet.msg, packet.frame
@@ -197,24 +201,22 @@ class Renderer:
                 self.writer = VideoWriter(self.config.video, frame.width, frame.height, frame.rate, frame.time_base)
             self.writer.write(image, frame.pts)
         if self.pose_fh:
+            if self.pose_fh.tell() == 0:
+                write_header(self.pose_fh, make_header(stream=msg.stream, model_id=msg.model_id, layout=msg.layout,
+                                                       width=frame.width, height=frame.height,
+                                                       intrinsics=msg.intrinsics))
             write_record(self.pose_fh, record)
         if self.config.coco:
             self.coco.extend(coco_results(record))
-        if self.show:
-            self._show(image)
+        if self.window is not None and not self.window.show(image, msg.capture_ns):
+            self.window, self.closed = None, True
         self.stats.frames += 1
         if self.on_frame:
             self.on_frame(record)
 
-    def _show(self, image: np.ndarray) -> None:
-        try:
-            cv2.imshow("posestream", image)
-            cv2.waitKey(1)
-        except cv2.error as err:
-            log.warning("--show: this OpenCV cannot open windows (%s)", str(err).splitlines()[0])
-            self.show = False
-
     def _close(self) -> None:
+        if self.window is not None:
+            self.window.close()
         if self.writer is not None:
             self.writer.close()
         if self.pose_fh:
@@ -228,13 +230,15 @@ class Renderer:
         sock = deliver_pull(self.ctx, self.config.deliver, self.config.policy, self.config.limits)
         monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED) if self.config.ready_file else None
         try:
-            while not stop.is_set() and not (self.stats.ended and self.config.exit_at_end):
+            while not stop.is_set() and not self.closed and not (self.stats.ended and self.config.exit_at_end):
                 if monitor is not None and monitor.poll(0):  # the engine's end of the channel is up
                     Path(self.config.ready_file).touch()
                     sock.disable_monitor()
                     monitor.close(linger=0)
                     monitor = None
                 if not sock.poll(100):
+                    if self.window is not None and not self.window.poll():
+                        self.window, self.closed = None, True
                     continue
                 packet = self.rejects.try_decode(sock.recv_multipart(copy=False), self.config.limits)
                 if packet is None:

@@ -25,7 +25,7 @@ from engine.batcher import DynamicBatcher
 from stream import wire
 from stream.metrics import Metrics
 from stream.shm import ShmReader
-from stream.transport import Policy, deliver_push, frame_router, pose_pub
+from stream.transport import Policy, deliver_push, frame_router, pose_pub, view_pub
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,7 @@ class ServeConfig:
     frames: str                          # bind: captures connect here
     publish: str | None = None           # bind: pose stream (PUB)
     deliver: str | None = None           # bind: reliable channel (PUSH) for a renderer
+    publish_frames: str | None = None    # bind: poses with their frames (PUB) for viewers
     policy: Policy = Policy()
     limits: wire.Limits = wire.Limits()
     max_batch: int = 8
@@ -168,7 +169,13 @@ class EngineServer:
             return True
         if self.pub is not None:
             self.pub.send_multipart([msg.stream.encode(), header], zmq.NOBLOCK)
+        self._to_viewers(msg.stream, [header, *extra])
         return self._deliver([header, *extra], msg.lossless)
+
+    def _to_viewers(self, name: str, parts: list) -> None:
+        """Poses with their frame (or a stream's end) for viewers; a full queue drops, it never waits."""
+        if self.view_pub is not None:
+            self.view_pub.send_multipart([name.encode(), *parts], zmq.NOBLOCK, copy=False)
 
     def _end_live(self, name: str, eos: bytes) -> None:
         """Publish a live stream's EndOfStream and deliver it now or, while the renderer cannot take it (not
@@ -176,6 +183,7 @@ class EngineServer:
         dropped, a stream's end never (the renderer would wait for it forever)."""
         if self.pub is not None:
             self.pub.send_multipart([name.encode(), eos], zmq.NOBLOCK)
+        self._to_viewers(name, [eos])
         if not self._deliver([eos], False):
             self.pending_ends[name] = (eos, time.monotonic() + END_RETRY_S)
 
@@ -183,7 +191,7 @@ class EngineServer:
         """The frame as the reliable channel carries it: as received, or shared-memory pixels copied out (the
         capture reuses the slot once the frame is acknowledged)."""
         msg = packet.msg
-        if msg.encoding != "shm" or self.deliver is None:
+        if msg.encoding != "shm" or (self.deliver is None and self.view_pub is None):
             return packet.parts
         raw = msgspec.structs.replace(msg, encoding="raw", shm_path=None, shm_offset=0)
         return wire.frame_parts(raw, packet.image.copy())
@@ -252,6 +260,7 @@ class EngineServer:
         self.router = frame_router(self.ctx, cfg.frames, policy, cfg.limits)
         self.pub = pose_pub(self.ctx, cfg.publish, policy) if cfg.publish else None
         self.deliver = deliver_push(self.ctx, cfg.deliver, policy) if cfg.deliver else None
+        self.view_pub = view_pub(self.ctx, cfg.publish_frames, policy) if cfg.publish_frames else None
         bell_addr = f"inproc://engine-worker-{id(self)}"
         bell = self.ctx.socket(zmq.PULL)
         bell.bind(bell_addr)
@@ -287,7 +296,7 @@ class EngineServer:
         finally:
             self.worker.jobs.put(None)
             self.worker.join(30)
-            for sock in (self.router, self.pub, self.deliver, bell):
+            for sock in (self.router, self.pub, self.deliver, self.view_pub, bell):
                 if sock is not None:
                     sock.close(linger=int(policy.linger_s * 1000) if sock is self.deliver else 0)
             self.shm.close()

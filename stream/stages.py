@@ -89,6 +89,8 @@ def serve_main(argv: list[str]) -> int:
     parser.add_argument("--publish", default=DEFAULT_PUBLISH, help=f"pose stream bind (default {DEFAULT_PUBLISH})")
     parser.add_argument("--deliver", default=DEFAULT_DELIVER,
                         help=f"reliable channel bind for a renderer (default {DEFAULT_DELIVER}; 'none' to disable)")
+    parser.add_argument("--publish-frames", metavar="ENDPOINT",
+                        help="also publish poses with their frames here, for `posestream view` (default: off)")
     add_model(parser)
     add_common(parser)
     args = parser.parse_args(argv)
@@ -111,7 +113,7 @@ def serve_main(argv: list[str]) -> int:
     metrics = Metrics(args.metrics_port)
     config = ServeConfig(frames=args.frames, publish=args.publish or None,
                          deliver=None if args.deliver in (None, "", "none") else args.deliver,
-                         max_batch=args.max_batch)
+                         publish_frames=args.publish_frames, max_batch=args.max_batch)
     server = EngineServer(engine, config, metrics)
     stats = server.run(stop)
     write_summary(args.summary_json, {**metrics.summary(), "model": engine.model_id, "duplicates": stats.duplicates,

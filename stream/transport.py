@@ -7,6 +7,8 @@
     engine   --PUSH----> PULL    renderer    reliable channel: poses + their frame; a full queue blocks the
                                              engine for lossless streams (back-pressure reaches the capture
                                              through withheld acks) and drops (counted) for live streams
+    engine   --PUB-----> SUB     viewers     optional (serve --publish-frames): poses + their frame, lossy
+                                             like the pose stream but with a short queue (each message is a frame)
 
 Every socket has a high-water mark, LINGER, send/receive timeouts, ZMTP heartbeats (dead TCP peers are
 noticed) and a maximum message size on the receiving side. Binds go to loopback unless told otherwise.
@@ -35,6 +37,8 @@ class Policy:
     frames_hwm: int = 64            # engine's inbound queue (all captures together)
     pub_hwm: int = 256              # pose stream, per subscriber
     deliver_hwm: int = 8            # reliable channel to the renderer
+    view_hwm: int = 4               # poses + frames for viewers, per viewer (a slow one skips frames)
+    record_hwm: int = 64            # a viewer recording every frame (view --save) queues ~2 s on its side
     linger_s: float = 1.0           # how long close() may flush queued messages
     socket_buffer: int = 4 << 20    # kernel buffer of frame sockets: a 1080p frame in few system calls
 
@@ -85,6 +89,28 @@ def pose_sub(ctx: zmq.Context, endpoint: str, policy: Policy, limits: Limits, to
     sock = _common(ctx.socket(zmq.SUB), policy)
     sock.setsockopt(zmq.RCVHWM, policy.pub_hwm)
     sock.setsockopt(zmq.MAXMSGSIZE, limits.max_header * 2)
+    for topic in topics:
+        sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
+    sock.connect(endpoint)
+    return sock
+
+
+def view_pub(ctx: zmq.Context, endpoint: str, policy: Policy) -> zmq.Socket:
+    """Engine side of the poses-with-frames stream for viewers (binds): never waits, drops past ``view_hwm``."""
+    sock = _common(ctx.socket(zmq.PUB), policy)
+    sock.setsockopt(zmq.SNDHWM, policy.view_hwm)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.bind(endpoint)
+    return sock
+
+
+def view_sub(ctx: zmq.Context, endpoint: str, policy: Policy, limits: Limits, topics=("",),
+             record: bool = False) -> zmq.Socket:
+    """Viewer side (connects) of either pose stream, the plain one or the one with frames; ``record``: a longer
+    queue, for a viewer that logs every frame rather than the newest."""
+    sock = _common(ctx.socket(zmq.SUB), policy)
+    sock.setsockopt(zmq.RCVHWM, policy.record_hwm if record else policy.view_hwm)
+    sock.setsockopt(zmq.MAXMSGSIZE, limits.max_message * 2)
     for topic in topics:
         sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
     sock.connect(endpoint)

@@ -154,7 +154,7 @@ def test_a_capture_that_dies_mid_stream_ends_its_stream_for_the_renderer_and_sub
         stop.set()
         thread.join(10)
     assert not rendering.is_alive() and renderer.stats.ended, "the renderer learnt that the stream ended"
-    assert "capture silent" in renderer.stats.error and (tmp_path / "out.jsonl").read_text().count("\n") == 3
+    assert "capture silent" in renderer.stats.error and len(list(read_pose_file(tmp_path / "out.jsonl"))) == 3
     assert not listening.is_alive() and "capture silent" in subscriber.errors["cam"]
     assert server.stats.streams_freed == 1
 
@@ -217,7 +217,7 @@ def test_a_killed_capture_process_ends_the_live_pipeline_with_a_clear_error(tmp_
     assert run.returncode == 1
     assert summary["errors"]["crashed"] == {"capture": "killed by signal 9"}
     assert "capture silent" in summary["errors"]["source"] and summary["read"] is None
-    assert summary["frames"] == poses.read_text().count("\n") >= 5
+    assert summary["frames"] == len(list(read_pose_file(poses))) >= 5
 
 
 def test_summary_tells_a_stage_killed_for_hanging_from_one_that_crashed(tmp_path):
@@ -271,4 +271,4 @@ def test_a_frozen_engine_stops_the_pipeline_after_the_grace_period(tmp_path, mon
     assert code == 1
     assert "did not reach the renderer within 2 s; stopping" in err
     assert summary["errors"]["crashed"] == {"engine": "did not stop within 10 s of SIGTERM; killed"}
-    assert summary["frames"] == poses.read_text().count("\n") >= 3
+    assert summary["frames"] == len(list(read_pose_file(poses))) >= 3
