@@ -19,6 +19,7 @@ SUBCOMMANDS = {
     "peers": "posestream's default against MediaPipe Pose on the same frames",
     "accuracy": "a model on held-out synthetic clips, offline and through the pipeline",
     "quant": "int8 (ONNX Runtime static quantisation) against float32: speed and accuracy",
+    "view": "does `posestream view` keep up with a live 30 fps stream of 6 people, and the engine's fps beside it",
 }
 
 
