@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import threading
 import time
@@ -28,6 +29,7 @@ from stream.transport import Policy, view_sub
 
 log = logging.getLogger(__name__)
 DRAIN = 64  # messages taken off the socket at once before the newest of each stream is logged
+NICE = 10   # the viewer yields the CPU to the engine
 
 
 @dataclass
@@ -47,12 +49,13 @@ class ViewStats:
     shown: int = 0                       # of those, logged to Rerun
     skipped: int = 0                     # superseded by a newer frame of their stream before they were logged
     restarts: int = 0                    # a stream's seq went back (its publisher or capture restarted)
+    cpu_s: float = 0.0                   # CPU time of this process (all its threads, Rerun's included) while running
     ended: list = field(default_factory=list)
     rejects: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return {"received": self.received, "shown": self.shown, "skipped": self.skipped, "restarts": self.restarts,
-                "ended": self.ended, "rejects": self.rejects}
+                "ended": self.ended, "rejects": self.rejects, "cpu_s": round(self.cpu_s, 3)}
 
 
 class PoseViewer:
@@ -108,7 +111,7 @@ class PoseViewer:
 
     def run(self, stop: threading.Event | None = None) -> ViewStats:
         stop = stop or threading.Event()
-        cfg = self.config
+        cfg, cpu0 = self.config, time.process_time()
         sock = view_sub(self.ctx, cfg.endpoint, cfg.policy, cfg.limits, cfg.streams or ("",), record=cfg.keep_all)
         monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED) if cfg.ready_file else None
         try:
@@ -127,6 +130,7 @@ class PoseViewer:
                 monitor.close(linger=0)
             sock.close(linger=0)
             self.stats.rejects = dict(self.rejects.counts)
+            self.stats.cpu_s = time.process_time() - cpu0
         return self.stats
 
 
@@ -149,6 +153,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="JPEG quality of the frames logged (default 80; 0 logs raw pixels, ~30x larger)")
     p.add_argument("--memory-limit", default="25%", help="the viewer's memory for history (default 25%% of RAM; "
                                                          "older data is dropped past it)")
+    p.add_argument("--nice", type=int, default=NICE, help=f"lower this process's CPU priority by this much "
+                   f"(default {NICE}: on a busy machine the viewer, not the engine, falls behind and skips frames)")
     p.add_argument("--until-end", action="store_true", help="exit when every stream seen has ended")
     p.add_argument("--ready-file", help=argparse.SUPPRESS)
     add_common(p)
@@ -171,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INPUT
     from stream.view_rerun import RerunLog, open_recording
 
+    if args.nice and hasattr(os, "nice"):
+        os.nice(args.nice)  # before Rerun starts its threads and viewer process, which inherit it
     stop = stop_on_signals(args.exit_with_parent)
     try:
         rec = open_recording(save=args.save, web=args.web, web_port=args.web_port, grpc_port=args.grpc_port,
