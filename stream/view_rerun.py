@@ -95,16 +95,13 @@ class RerunLog:
         for name, s in self.streams.items():
             views = [rrb.Spatial2DView(origin=f"/{s.path}/camera", name=f"{name}: 2D")]
             if s.has_3d:
-                eye = rrb.EyeControls3D(position=(0.0, -2500.0, -2500.0), look_target=(0.0, 0.0, 3500.0),
-                                        eye_up=(0.0, -1.0, 0.0))
-                views.append(rrb.Spatial3DView(origin=f"/{s.path}", name=f"{name}: 3D (camera space, mm)",
-                                               eye_controls=eye))
+                views.append(rrb.Spatial3DView(origin=f"/{s.path}", name=f"{name}: 3D (camera space, mm)"))
             rows.append(rrb.Horizontal(*views))
         metrics = rrb.Horizontal(rrb.TimeSeriesView(origin="/metrics/latency_ms", name="latency (ms)"),
                                  rrb.TimeSeriesView(origin="/metrics/fps", name="fps"),
                                  rrb.TimeSeriesView(origin="/metrics/people", name="people"))
         return rrb.Blueprint(rrb.Vertical(*rows, metrics, row_shares=[3] * len(rows) + [1]),
-                             rrb.TimePanel(timeline="frame"), collapse_panels=True)
+                             rrb.TimePanel(timeline="frame", state="collapsed"), collapse_panels=True)
 
     def _camera(self, s: _Stream, msg: wire.Poses) -> None:
         camera = (msg.width, msg.height, msg.intrinsics)

@@ -44,14 +44,14 @@ def screenshot(display: str) -> np.ndarray:
     return np.asarray(ImageGrab.grab(xdisplay=display).convert("RGB"))[..., ::-1].copy()
 
 
-def xdotool(display: str, *args: str) -> str:
+def xdotool(display: str, *args: str, timeout: float = 30) -> str:
     return subprocess.run(["xdotool", *args], env={**os.environ, "DISPLAY": display}, capture_output=True, text=True,
-                          timeout=30, check=True).stdout
+                          timeout=timeout, check=True).stdout
 
 
 def window_geometry(display: str, title: str = "posestream") -> tuple[int, int, int, int, int]:
     """(window id, x, y, width, height) of the window called ``title``, waiting for it to appear."""
-    wid = int(xdotool(display, "search", "--sync", "--onlyvisible", "--name", f"^{title}$").split()[0])
+    wid = int(xdotool(display, "search", "--sync", "--onlyvisible", "--name", f"^{title}$", timeout=120).split()[0])
     out = xdotool(display, "getwindowgeometry", "--shell", str(wid))
     g = dict(line.split("=") for line in out.split())
     return wid, int(g["X"]), int(g["Y"]), int(g["WIDTH"]), int(g["HEIGHT"])
