@@ -3,8 +3,8 @@
 ENDPOINT is an engine's pose stream: its ``--publish`` (poses only: skeletons on the frame's canvas) or its
 ``--publish-frames`` (poses with their frames). ``posestream run/video --view`` start one on their own engine.
 
-The viewer is a subscriber: it never slows the engine. A live viewer that falls behind logs only the newest
-frame of each stream and counts the rest as skipped; a recording (``--save``) logs every frame that reaches it
+The viewer is a subscriber: it never holds the engine back, and it runs at a lower CPU priority (``--nice``).
+A live viewer that falls behind logs only the newest frame of each stream and counts the rest as skipped; a recording (``--save``) logs every frame that reaches it
 (the engine still drops, past its queue, what a stalled viewer does not take). It outlives publisher restarts
 (ZeroMQ reconnects; Rerun's event log notes the restart) and stream ends (noted too), until Ctrl-C or, with
 ``--until-end``, until every stream it saw has ended.
@@ -29,7 +29,7 @@ from stream.transport import Policy, view_sub
 
 log = logging.getLogger(__name__)
 DRAIN = 64  # messages taken off the socket at once before the newest of each stream is logged
-NICE = 10   # the viewer yields the CPU to the engine
+NICE = 5    # the viewer yields CPU to the engine (10 starved it under load: docs/benchmarks.md)
 
 
 @dataclass
