@@ -5,7 +5,7 @@ raw ``.npy`` file in a temporary directory; both sides read it. Each side runs t
 untimed, then times every one of the next ``--frames`` frames alone (batch 1) and reports frames / summed time:
 
 * MediaPipe Pose 0.10.14 "full" (``model_complexity=1``), tracking mode, one person: BGR->RGB + ``process``.
-  It runs in its own virtual environment (its opencv-contrib-python clashes with our opencv-python-headless):
+  It runs in its own virtual environment (its opencv-contrib-python clashes with our opencv-python):
   ``.venv-teacher`` in the repository root, made on first use with ``venv`` + ``pip install mediapipe==0.10.14``
   (needs the network once), or any Python with mediapipe given as ``--teacher-python``.
 * posestream: ``Engine(model, backend)`` end to end (preprocess + infer + postprocess into ``Poses``), ONNX
