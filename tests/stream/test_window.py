@@ -197,12 +197,15 @@ def test_run_show_displays_the_rendered_frames_and_q_stops_the_pipeline_like_ctr
     decoded = [f.image for f, _ in zip(source.frames(), range(records[-1].frame + 1))]  # as the capture decoded them
     source.close()
 
-    def mismatch(image: np.ndarray) -> float:  # share of the pixels below the overlay that differ
-        return float((np.abs(shot[top:].astype(int) - image[top:].astype(int)).max(axis=2) > 2).mean())
+    def differs(image: np.ndarray) -> np.ndarray:  # the pixels below the overlay that differ
+        return np.abs(shot[top:].astype(int) - image[top:].astype(int)).max(axis=2) > 2
 
-    # the renderer's drawing again from the pose file (which rounds coordinates to 0.001 px): a handful of
-    # anti-aliased pixels may differ; the skeleton alone covers far more
-    best = min(records, key=lambda r: mismatch(draw_poses(decoded[r.frame].copy(), r.poses)))
-    drawn = mismatch(draw_poses(decoded[best.frame].copy(), best.poses))
-    assert drawn < 0.001, f"the window shows frame {best.frame} as rendered ({drawn:.2%} of its pixels differ)"
-    assert mismatch(decoded[best.frame]) > 0.01, "with its skeleton drawn on it"
+    # the renderer's drawing again from the pose file (which rounds coordinates to 0.001 px); a screenshot taken
+    # while the window repaints holds parts of two consecutive frames, so each pixel must match one of the best
+    # frame and its neighbours
+    drawn = [draw_poses(decoded[r.frame].copy(), r.poses) for r in records]
+    best = min(range(len(drawn)), key=lambda i: differs(drawn[i]).mean())
+    near = np.stack([differs(image) for image in drawn[max(0, best - 1): best + 2]])
+    unexplained = float(near.all(axis=0).mean())
+    assert unexplained < 0.001, f"the window shows frame {records[best].frame} ({unexplained:.2%} of pixels differ)"
+    assert differs(decoded[records[best].frame]).mean() > 0.01, "with its skeleton drawn on it"
