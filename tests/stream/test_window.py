@@ -102,6 +102,15 @@ def test_display_problem_names_what_is_missing(monkeypatch):
     assert display_problem() == "cannot open display ':4242'"
 
 
+def test_a_headless_opencv_build_is_named_as_the_reason(monkeypatch):
+    import cv2
+
+    info = cv2.getBuildInformation()
+    assert "GUI:" in info, "the build information names its GUI backend (what display_problem reads)"
+    monkeypatch.setattr(cv2, "getBuildInformation", lambda: info.replace("GUI:", "GUI: NONE\n  was:", 1))
+    assert display_problem().startswith("this OpenCV has no GUI (opencv-python-headless is installed")
+
+
 def test_show_without_a_display_says_so_once(monkeypatch, caplog):
     from stream.render import RenderConfig, Renderer
 
