@@ -1,12 +1,13 @@
-"""heatmap_volume against PYSKL's GeneratePoseTarget loop algorithm (use_score=True), written out plainly in
-tools/bench/codecs.py (the baseline the codecs benchmark times it against)."""
+"""heatmap_volume (numpy) and heatmap_volume_torch (CPU; CUDA where present) against PYSKL's GeneratePoseTarget
+loop algorithm (use_score=True), written out plainly in tools/bench/codecs.py (the baseline the codecs benchmark
+times them against)."""
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.codecs import heatmap_volume
+from models.codecs import PYSKL_LIMBS, heatmap_volume, heatmap_volume_torch
 from models.layouts import COCO17
 from tools.bench.codecs import loop_volume
 
@@ -63,3 +64,38 @@ def test_bad_inputs_raise_value_error():
         heatmap_volume(np.zeros((1, 2, 17, 2)), np.zeros((1, 2, 17)), (64, 64), limbs=[(0, 17)])
     with pytest.raises(ValueError, match="size"):
         heatmap_volume(np.zeros((1, 2, 17, 2)), np.zeros((1, 2, 17)), (64,))
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), m=st.integers(1, 3), size=st.sampled_from([(64, 64), (96, 40), (7, 5)]),
+       sigma=st.sampled_from([0.3, 0.6, 4.0]), spread=st.sampled_from([2.0, 40.0]))
+def test_long_limbs_small_sigma_and_far_points_match_too(seed, m, size, sigma, spread):
+    """Limbs many sigmas long (float32 sums cancel along them), windows cut by the map's edges, points far off it."""
+    kps, scores = _clip(seed, m, 2, 17, size, spread=spread)
+    for limbs in (PYSKL_LIMBS, [(3, 3)]):
+        np.testing.assert_allclose(heatmap_volume(kps, scores, size, sigma=sigma, limbs=limbs),
+                                   loop_volume(kps, scores, size, sigma, limbs), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+@pytest.mark.parametrize("limbs", [None, list(COCO17.bones), PYSKL_LIMBS])
+def test_torch_volume_matches_loop_algorithm_on_each_device(device, limbs):
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device (none here)")
+    for seed, size, sigma in ((0, (64, 64), 0.6), (1, (56, 48), 1.0), (2, (17, 33), 2.5), (3, (96, 40), 0.3)):
+        kps, scores = _clip(seed, 3, 3, 17, size, spread=8)
+        got = heatmap_volume_torch(torch.from_numpy(kps).to(device), torch.from_numpy(scores).to(device), size,
+                                   sigma, limbs)
+        assert got.device.type == device and got.dtype == torch.float32
+        np.testing.assert_allclose(got.cpu().numpy(), loop_volume(kps, scores, size, sigma, limbs), rtol=0, atol=1e-5)
+
+
+def test_torch_volume_of_nothing_and_bad_input():
+    import torch
+
+    got = heatmap_volume_torch(torch.zeros((0, 4, 17, 2)), torch.zeros((0, 4, 17)), (8, 6), limbs=PYSKL_LIMBS)
+    assert got.shape == (4, len(PYSKL_LIMBS), 6, 8) and not got.any()
+    with pytest.raises(ValueError, match="limbs"):
+        heatmap_volume_torch(torch.zeros((1, 2, 17, 2)), torch.zeros((1, 2, 17)), (64, 64), limbs=[(0, 17)])

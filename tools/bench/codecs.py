@@ -2,8 +2,9 @@
 
 Cases: heatmap encode (17 joints, 64x64), limb maps, PYSKL-style volumes (2 persons x 48 frames x 17 keypoints
 at 64x64, sigma 0.6; keypoints and limbs) against the plain per-keypoint loop algorithm of PYSKL's
-GeneratePoseTarget (the speed-up is reported), ``dark`` / ``argmax_quarter`` decode at batch 64 and SPM decode
-at batch 16. Times are medians in milliseconds.
+GeneratePoseTarget, timed in alternation in the same run (the speed-up is reported) for the numpy function and
+for the torch one on the CPU (``_torch_cpu``) and on CUDA where present (``_torch_cuda``); ``dark`` /
+``argmax_quarter`` decode at batch 64 and SPM decode at batch 16. Times are medians in milliseconds.
 """
 
 from __future__ import annotations
@@ -105,37 +106,73 @@ def bench_encode(repeat: int) -> None:
         emit(BENCH, "limb_encode", ms, "ms", limbs=len(COCO17.bones), size="64x64", persons=n)
 
 
-def _interleaved(fast, slow, rounds: int, per_round: int = 5) -> tuple[list[float], list[float]]:
-    """Wall times (s) of ``fast`` and ``slow`` taken in alternation, so both see the same machine load."""
-    fast(), slow()
-    t_fast, t_slow = [], []
+def _timed(fn, wall: list, cpu: list) -> None:
+    t0, c0 = time.perf_counter(), time.thread_time()
+    fn()
+    cpu.append(time.thread_time() - c0)
+    wall.append(time.perf_counter() - t0)
+
+
+def _interleaved(fast: dict, slow, rounds: int, per_round: int = 5) -> tuple[dict, dict]:
+    """Times (s) of each of ``fast`` (name -> function) and of ``slow`` (key ``None``), taken in alternation so that
+    all see the same machine load: ``{name: (wall times, thread CPU times)}``. The CPU times are the steadier
+    measure on a machine shared with other work (they leave out the time this thread waited for a core)."""
+    for fn in (*fast.values(), slow):
+        fn()
+    times = {name: ([], []) for name in (None, *fast)}
     for _ in range(rounds):
-        t0 = time.perf_counter()
-        slow()
-        t_slow.append(time.perf_counter() - t0)
-        for _ in range(per_round):
-            t0 = time.perf_counter()
-            fast()
-            t_fast.append(time.perf_counter() - t0)
-    return t_fast, t_slow
+        _timed(slow, *times[None])
+        for name, fn in fast.items():
+            for _ in range(per_round):
+                _timed(fn, *times[name])
+    return times
+
+
+def _volume_variants(kps, scores, limbs) -> dict:
+    """name -> (function returning a numpy volume, suffix of its case names): numpy, and torch on the CPU and on
+    CUDA where present (timed up to the finished device volume; the copy back only for the comparison)."""
+    import torch
+
+    from models.codecs import heatmap_volume, heatmap_volume_torch
+
+    variants = {"numpy": (lambda: heatmap_volume(kps, scores, (64, 64), 0.6, limbs), "")}
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    for dev in devices:
+        tk, ts = torch.from_numpy(kps).to(dev), torch.from_numpy(scores).to(dev)
+        sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
+
+        def run(tk=tk, ts=ts, sync=sync):
+            out = heatmap_volume_torch(tk, ts, (64, 64), 0.6, limbs)
+            sync()
+            return out
+
+        variants[f"torch_{dev}"] = (run, f"_torch_{dev}")
+    return variants
 
 
 def bench_volume(repeat: int) -> None:
-    from models.codecs import heatmap_volume
     from models.layouts import COCO17
 
     kps, scores = skeleton_clip(1)
     for kind, limbs in (("keypoints", None), ("limbs", list(COCO17.bones))):
-        err = float(np.abs(heatmap_volume(kps, scores, (64, 64), 0.6, limbs)
-                           - loop_volume(kps, scores, (64, 64), 0.6, limbs)).max())
-        t_fast, t_loop = _interleaved(lambda limbs=limbs: heatmap_volume(kps, scores, (64, 64), 0.6, limbs),
-                                      lambda limbs=limbs: loop_volume(kps, scores, (64, 64), 0.6, limbs),
-                                      rounds=max(3, repeat // 2))
-        fast, loop = float(np.median(t_fast)), float(np.median(t_loop))
+        variants = _volume_variants(kps, scores, limbs)
+        loop = loop_volume(kps, scores, (64, 64), 0.6, limbs)
+        times = _interleaved({name: fn for name, (fn, _) in variants.items()},
+                             lambda limbs=limbs: loop_volume(kps, scores, (64, 64), 0.6, limbs),
+                             rounds=max(3, repeat // 2))
         shape = "2x48x17@64x64" if limbs is None else f"2x48x{len(limbs)}limbs@64x64"
-        emit(BENCH, f"volume_{kind}", fast * 1e3, "ms", clip=shape, sigma=0.6, max_abs_diff=err)
-        emit(BENCH, f"volume_{kind}_loop", loop * 1e3, "ms", clip=shape, sigma=0.6)
-        emit(BENCH, f"volume_{kind}_speedup", loop / fast, "x", goal=20, best_of=min(t_loop) / min(t_fast))
+        wall_loop, cpu_loop = times[None]
+        emit(BENCH, f"volume_{kind}_loop", np.median(wall_loop) * 1e3, "ms", clip=shape, sigma=0.6,
+             cpu_ms=round(float(np.median(cpu_loop)) * 1e3, 3))
+        for name, (fn, suffix) in variants.items():
+            out = fn()
+            err = float(np.abs((out.cpu().numpy() if hasattr(out, "cpu") else out) - loop).max())
+            wall, cpu = times[name]
+            emit(BENCH, f"volume_{kind}{suffix}", np.median(wall) * 1e3, "ms", clip=shape, sigma=0.6,
+                 max_abs_diff=err, cpu_ms=round(float(np.median(cpu)) * 1e3, 3))
+            emit(BENCH, f"volume_{kind}{suffix}_speedup", np.median(wall_loop) / np.median(wall), "x", goal=20,
+                 best_of=round(min(wall_loop) / min(wall), 2),
+                 cpu_time=round(float(np.median(cpu_loop) / np.median(cpu)), 2))
 
 
 def _sync(device: str):
