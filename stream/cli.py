@@ -11,6 +11,7 @@ from stream.stages import DEFAULT_PUBLISH, EXIT_INPUT, add_model, capture_main, 
 EPILOG = """\
 flows:
   posestream video IN.mp4 -o OUT.mp4 --poses OUT.jsonl     a file, lossless, three processes over ipc://
+  posestream video IN.mp4 -o OUT.mp4 --pyskl IN.pkl --label 3 --volumes IN.npz     + skeleton-action export
   posestream run --source webcam:0 --publish tcp://127.0.0.1:5560 --show     live
   posestream serve | capture | render | subscribe          one stage each, over tcp (loopback by default)
   posestream view tcp://127.0.0.1:5560                     a live 2D + 3D viewer of a pose stream (Rerun)
@@ -40,6 +41,9 @@ def _video_parser(sub) -> None:
     p.add_argument("--show", action="store_true", help="also show the annotated frames in a window")
     _add_view(p)
     add_model(p)
+    from stream.pyskl import add_arguments
+
+    add_arguments(p)
 
 
 def _add_view(p) -> None:
@@ -110,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
 
     source = args.input if args.command == "video" else args.source
     view_file = args.view if args.view not in (None, "window", "web") else None
-    for path in (args.output, args.poses, getattr(args, "coco", None), view_file):
+    extra = (getattr(args, "coco", None), getattr(args, "pyskl", None), getattr(args, "volumes", None), view_file)
+    for path in (args.output, args.poses, *extra):
         if path and not Path(path).resolve().parent.is_dir():
             print(f"posestream {args.command}: cannot write {path}: no such folder", file=sys.stderr)
             return EXIT_INPUT
@@ -119,6 +124,10 @@ def main(argv: list[str] | None = None) -> int:
     except SourceError as err:
         print(f"posestream {args.command}: {err}", file=sys.stderr)
         return EXIT_INPUT
+    if args.command == "video" and (args.pyskl or args.volumes):
+        from stream.pyskl import run_with_export
+
+        return run_with_export(source, args, total)
     return run_pipeline(source, args.command == "video", args, total)
 
 
