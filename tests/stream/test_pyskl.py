@@ -32,17 +32,23 @@ def _expected_order(records):
     return tracks
 
 
-def test_video_to_pyskl_annotation_and_volumes_round_trip(tmp_path, capfd):
-    make_video(tmp_path / "clip.v1.mp4", 24)
-    pkl, npz, poses = tmp_path / "clip.pkl", tmp_path / "clip.npz", tmp_path / "clip.jsonl"
-    code = main(["video", str(tmp_path / "clip.v1.mp4"), "-o", str(tmp_path / "out.mp4"), "--poses", str(poses),
-                 "--pyskl", str(pkl), "--label", "7", "--volumes", str(npz), "--volume-kind", "both",
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """One ``posestream video --pyskl --volumes`` run (three real processes) shared by the round-trip tests."""
+    tmp = tmp_path_factory.mktemp("export")
+    make_video(tmp / "clip.v1.mp4", 24)
+    paths = {"pkl": tmp / "clip.pkl", "npz": tmp / "clip.npz", "poses": tmp / "clip.jsonl"}
+    code = main(["video", str(tmp / "clip.v1.mp4"), "-o", str(tmp / "out.mp4"), "--poses", str(paths["poses"]),
+                 "--pyskl", str(paths["pkl"]), "--label", "7", "--volumes", str(paths["npz"]), "--volume-kind", "both",
                  "--no-progress", *MODEL_CLI])
-    assert code == 0, capfd.readouterr().err
-    assert f"wrote {pkl}" in capfd.readouterr().err
+    assert code == 0
+    with open(paths["pkl"], "rb") as fh:  # the standard library's pickle, as PYSKL's mmcv.load
+        paths["anns"] = pickle.load(fh)
+    return paths
 
-    with open(pkl, "rb") as fh:  # the standard library's pickle, as PYSKL's mmcv.load
-        anns = pickle.load(fh)
+
+def test_annotation_loads_with_pickle_and_matches_the_pose_file(exported):
+    anns = exported["anns"]
     assert isinstance(anns, list) and len(anns) == 1
     ann = anns[0]
     assert set(ann) == KEYS
@@ -50,7 +56,7 @@ def test_video_to_pyskl_annotation_and_volumes_round_trip(tmp_path, capfd):
     assert ann["img_shape"] == ann["original_shape"] == (64, 96)
     kp, sc = ann["keypoint"], ann["keypoint_score"]
     assert kp.dtype == np.float32 and sc.dtype == np.float32 and kp.flags.writeable
-    records = list(read_pose_file(poses))
+    records = list(read_pose_file(exported["poses"]))
     order = _expected_order(records)[:2]
     assert kp.shape == (len(order), 24, 17, 2) and sc.shape == (len(order), 24, 17) and len(order) >= 1
     for t, r in enumerate(records):
@@ -62,18 +68,22 @@ def test_video_to_pyskl_annotation_and_volumes_round_trip(tmp_path, capfd):
                 np.testing.assert_array_equal(sc[m, t], score[ids.index(tid)])
             else:
                 assert not kp[m, t].any() and not sc[m, t].any()
-    assert sc.max() > 0.01  # real content: the volumes below are not empty maps
+    assert sc.max() > 0.01  # real content: the volumes are not empty maps
 
-    with np.load(npz, allow_pickle=False) as vol:
+
+def test_volumes_from_the_annotation_match_the_loop_algorithm(exported):
+    ann = exported["anns"][0]
+    mapped, box = volume_keypoints(ann, (64, 64))
+    sc = ann["keypoint_score"]
+    with np.load(exported["npz"], allow_pickle=False) as vol:
         assert vol["keypoints"].shape == vol["limbs"].shape == (24, 17, 64, 64)
         np.testing.assert_array_equal(vol["limb_pairs"], PYSKL_LIMBS)
-        mapped, box = volume_keypoints(ann, (64, 64))
         np.testing.assert_array_equal(vol["box"], box)
         for name, limbs in (("keypoints", None), ("limbs", PYSKL_LIMBS)):
             loop = loop_volume(mapped, sc, (64, 64), 0.6, limbs)
             assert loop.max() > 0.01
-            np.testing.assert_allclose(vol[name], loop, rtol=0, atol=1e-5)
             np.testing.assert_allclose(heatmap_volume(mapped, sc, (64, 64), 0.6, limbs), loop, rtol=0, atol=1e-5)
+            np.testing.assert_allclose(vol[name], loop, rtol=0, atol=1e-5)
 
 
 def _record(frame, tracks, layout=COCO17):
