@@ -2,7 +2,8 @@
 
 What is matched, checked against PYSKL's ``GeneratePoseTarget`` (``pyskl/datasets/pipelines/heatmap_related.py``)
 with ``use_score=True``; :func:`heatmap_volume` gives the same numbers within 1e-5 (tested against the loop
-rendering of that algorithm in ``tools/bench/codecs.py``):
+rendering of that algorithm in ``tools/bench/codecs.py``; for limbs hundreds of sigmas long, against that loop in
+float64: PYSKL's float32 arithmetic is itself off by ~1e-5 there):
 
 * keypoints: a Gaussian ``exp(-d^2 / (2 sigma^2))`` times the keypoint's score, drawn only on PYSKL's window
   ``[max(int(mu - 3 sigma), 0), min(int(mu + 3 sigma) + 1, size))`` on each axis (``int`` truncates toward zero);
