@@ -66,7 +66,8 @@ def _model_args(args) -> list[str]:
     if args.model_args:
         out += ["--model-args", json.dumps(args.model_args)]
     if args.metrics_port is not None:
-        out += ["--metrics-port", str(args.metrics_port)]
+        out += ["--metrics-port", str(args.metrics_port), "--metrics-bind", args.metrics_bind]
+    out += ["--batch-budget-ms", str(args.batch_budget_ms)]
     return out
 
 

@@ -22,7 +22,7 @@ import zmq
 
 from models.layouts import COCO17, convert, get_layout
 from stream import wire
-from stream.metrics import percentiles
+from stream.metrics import LatencyHistogram, percentiles
 from stream.posefile import make_header, write_header, write_record
 from stream.transport import Policy, deliver_pull
 
@@ -148,7 +148,7 @@ class RenderStats:
     gaps: int = 0
     ended: bool = False
     error: str | None = None
-    latency_ms: list = field(default_factory=list)
+    latency_ms: LatencyHistogram = field(default_factory=LatencyHistogram)  # bounded, however long the run
 
     def to_json(self) -> dict:
         return {"frames": self.frames, "duplicates": self.duplicates, "gaps": self.gaps, "ended": self.ended,

@@ -81,6 +81,8 @@ class EngineServer:
         self.stats = ServeStats()
         self.rejects = wire.RejectCounter("engine server")
         self.batcher = DynamicBatcher(config.max_batch, config.budget_s, one_per_stream=config.one_per_stream)
+        self.metrics.watch_server(self.rejects.counts, lambda: len(self.batcher), lambda: len(self.streams),
+                                  config.max_batch, config.budget_s)
         self.ready = threading.Event()
         self.shm = ShmReader()
         self.pending_ends: dict[str, tuple[bytes, float]] = {}  # live EndOfStreams the renderer has not taken yet
@@ -270,7 +272,7 @@ class EngineServer:
         poller.register(self.router, zmq.POLLIN)
         poller.register(bell, zmq.POLLIN)
         self.ready.set()
-        next_beat, busy = 0.0, False
+        next_beat, busy, busy_since = 0.0, False, 0.0
         try:
             while not stop.is_set() or busy or len(self.batcher):  # on stop: finish what was admitted
                 now = time.monotonic()
@@ -284,6 +286,7 @@ class EngineServer:
                             break
                 if bell in events:
                     bell.recv()
+                    self.metrics.batch_time(time.monotonic() - busy_since)
                     self._finish(self.worker.done.get())
                     busy = False
                 if time.monotonic() >= next_beat:
@@ -291,6 +294,8 @@ class EngineServer:
                     next_beat = time.monotonic() + policy.heartbeat_s
                 batch = [] if busy else (self.batcher.pop() if stop.is_set() else self.batcher.pop_ready())
                 if batch:
+                    busy_since = time.monotonic()
+                    self.metrics.batch([busy_since - p.arrival for p in batch])
                     self.worker.jobs.put(batch)
                     busy = True
         finally:

@@ -66,7 +66,20 @@ def add_model(parser: argparse.ArgumentParser) -> None:
                         help="also run each input mirrored and average (more accurate, twice the inference)")
     parser.add_argument("--model-args", type=json.loads, default=None,
                         help='JSON build overrides for random:NAME specs, e.g. \'{"input_size": [128, 96]}\'')
-    parser.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on 127.0.0.1:PORT")
+    parser.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on PORT (at --metrics-bind)")
+    parser.add_argument("--metrics-bind", default="127.0.0.1",
+                        help="address of the metrics endpoint (default 127.0.0.1; 0.0.0.0 for a Prometheus server on "
+                             "another host)")
+    parser.add_argument("--batch-budget-ms", type=_budget_ms, default=4.0,
+                        help="longest a frame waits for batch-mates before its batch runs anyway (default 4 ms; "
+                             "0: run at once, larger: fuller batches across streams for more latency)")
+
+
+def _budget_ms(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 10_000:
+        raise argparse.ArgumentTypeError(f"{text!r}: a batch budget in ms from 0 to 10000")
+    return value
 
 
 def model_spec(spec: str) -> str:
@@ -110,10 +123,16 @@ def serve_main(argv: list[str]) -> int:
         print(f"posestream serve: cannot load model {args.model!r}: {str(err).splitlines()[0]}", file=sys.stderr)
         return EXIT_INPUT
     stop = stop_on_signals(args.exit_with_parent)
-    metrics = Metrics(args.metrics_port)
+    try:
+        metrics = Metrics(args.metrics_port, args.metrics_bind)
+    except OSError as err:
+        print(f"posestream serve: cannot serve metrics on {args.metrics_bind}:{args.metrics_port} ({err})",
+              file=sys.stderr)
+        return EXIT_INPUT
     config = ServeConfig(frames=args.frames, publish=args.publish or None,
                          deliver=None if args.deliver in (None, "", "none") else args.deliver,
-                         publish_frames=args.publish_frames, max_batch=args.max_batch)
+                         publish_frames=args.publish_frames, max_batch=args.max_batch,
+                         budget_s=args.batch_budget_ms / 1000)
     server = EngineServer(engine, config, metrics)
     stats = server.run(stop)
     write_summary(args.summary_json, {**metrics.summary(), "model": engine.model_id, "duplicates": stats.duplicates,
