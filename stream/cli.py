@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from stream.stages import DEFAULT_PUBLISH, EXIT_INPUT, add_model, capture_main, render_main, serve_main
+from stream.stages import DEFAULT_PUBLISH, EXIT_INPUT, add_model, add_reconnect, capture_main, render_main, serve_main
 
 EPILOG = """\
 flows:
@@ -20,9 +20,11 @@ exit codes:
   0    done
   1    a stage failed: a stage died (the closing summary's errors.crashed names it), the engine stopped
        answering, or the stream's end never reached the renderer
-  2    an input cannot be opened: missing file or camera, unreadable model (one line on stderr names it)
-  3    the input ended early (truncated or corrupt video): every decodable frame was processed and the
-       outputs are complete for those frames; stderr names the file and what happened
+  2    an input cannot be opened: missing file or camera, unreadable model, a URL still unreachable after
+       --reconnect tries (one line on stderr names it and the reason)
+  3    the input ended early (truncated or corrupt video, a file URL whose server cannot resume it): every
+       decodable frame was processed and the outputs are complete for those frames; stderr names the file
+       and what happened
   130  interrupted (Ctrl-C / SIGTERM); output files are finished and playable
 """
 
@@ -40,6 +42,7 @@ def _video_parser(sub) -> None:
                                         "f = frame width, c = frame centre)")
     p.add_argument("--show", action="store_true", help="also show the annotated frames in a window")
     _add_view(p)
+    add_reconnect(p)
     add_model(p)
     from stream.pyskl import add_arguments
 
@@ -69,6 +72,7 @@ def _run_parser(sub) -> None:
     p.add_argument("--no-progress", action="store_true", help="no frame counter")
     p.add_argument("--intrinsics", help="camera fx,fy,cx,cy in frame pixels, for 3D in millimetres (default: "
                                         "f = frame width, c = frame centre)")
+    add_reconnect(p)
     add_model(p)
 
 

@@ -105,6 +105,7 @@ def run_pipeline(source: str, lossless: bool, args, total: int | None = None) ->
     capture_args = ["--source", source, "--engine", eps["frames"], "--shm"] + (["--lossless"] if lossless else [])
     capture_args += ["--realtime"] if getattr(args, "realtime", False) else []
     capture_args += ["--intrinsics", args.intrinsics] if getattr(args, "intrinsics", None) else []
+    capture_args += ["--reconnect", str(args.reconnect)] if hasattr(args, "reconnect") else []
     view = getattr(args, "view", None)
     view_ep, view_ready = f"ipc://{workdir / 'view'}", workdir / "view.ready"
     interrupt = _Interrupt()

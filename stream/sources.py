@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -174,14 +175,28 @@ class Camera(Source):
 
 
 class NetworkStream(Source):
-    """``rtsp://``, ``http(s)://`` etc. through PyAV; reconnects with exponential back-off (0.5 s to 8 s)."""
+    """``rtsp://``, ``http(s)://`` etc. through PyAV.
+
+    A lost connection is reopened after an exponential back-off (``backoff_s``, doubling up to 8 s), at most
+    ``reconnect`` times in a row (a decoded frame resets the count); then ``error`` gives the reason and
+    ``gave_up`` is set (``posestream capture`` exits 2). A finite source (a file URL: its duration is known) is
+    never replayed: after a reconnect it seeks back to its last delivered frame and skips what was delivered;
+    where the server does not allow that (no range requests), it ends with ``error`` set (exit 3). A live stream
+    (no duration) simply continues with whatever the server sends.
+    """
 
     live = True
 
-    def __init__(self, url: str, retries: int | None = None):
+    def __init__(self, url: str, reconnect: int = 5, backoff_s: float = 0.5):
         super().__init__(url)
-        self.retries = retries
+        if reconnect < 0 or backoff_s < 0:
+            raise ValueError(f"NetworkStream: reconnect and backoff_s must be >= 0, got {reconnect}, {backoff_s}")
+        self.reconnect, self.backoff_s = reconnect, backoff_s
+        self.gave_up = False
+        self.reconnects = 0                       # reopened connections, for the record
+        self._closing = threading.Event()
         self.container = self._open()
+        self.finite = bool(self.container.duration)
 
     def _open(self):
         import av
@@ -189,38 +204,124 @@ class NetworkStream(Source):
         options = {"rtsp_transport": "tcp"} if self.name.startswith("rtsp") else {}
         try:
             container = av.open(self.name, options=options, timeout=(5.0, 5.0))
-            self.rate = _ratio(container.streams.video[0].average_rate)
-            return container
-        except (av.error.FFmpegError, OSError, IndexError) as err:
+        except (av.error.FFmpegError, OSError) as err:
             raise SourceError(f"{self.name}: cannot open stream ({err})") from None
+        if not container.streams.video:
+            container.close()
+            raise SourceError(f"{self.name}: no video stream")
+        self.rate = _ratio(container.streams.video[0].average_rate)
+        return container
 
     def frames(self) -> Iterator[SourceFrame]:
         import av
 
-        attempt, delay = 0, 0.5
+        attempt, count, last_pts, resumed = 0, 0, None, False
         while True:
             stream = self.container.streams.video[0]
             stream.thread_type = "AUTO"
             tb = _ratio(stream.time_base)
             try:
-                for frame in self.container.decode(stream):
-                    attempt, delay = 0, 0.5
+                for frame in self._decoded(stream):
+                    if resumed and frame.pts is not None:
+                        resumed = False
+                        if frame.pts > last_pts + self._period(stream) * 1.5:
+                            self.error = (f"{self.name}: connection lost after {count} frames; the server resumed "
+                                          f"later in the file (its seeking skipped frames: no range requests?); "
+                                          "ended without replaying or skipping")
+                            return
+                    if self.finite and last_pts is not None and frame.pts is not None and frame.pts <= last_pts:
+                        continue  # delivered before the reconnect
+                    attempt, count, last_pts = 0, count + 1, frame.pts
                     yield SourceFrame(yuv_to_bgr(frame), frame.pts, tb)
                 return
-            except av.error.FFmpegError as err:
-                log.warning("%s: stream error (%s); reconnecting in %.1f s", self.name, err, delay)
-            while True:
-                attempt += 1
-                if self.retries is not None and attempt > self.retries:
-                    self.error = f"{self.name}: gave up after {self.retries} reconnects"
-                    return
-                time.sleep(delay)
-                delay = min(delay * 2, 8.0)
+            except (av.error.FFmpegError, OSError) as err:
+                if self._at_end(stream, last_pts):
+                    return  # a finite source read to its end: some servers close with an error, not an end
+                reason = f"{err}"
+            attempt = self._reopen(attempt, reason, count, last_pts)
+            if attempt is None:
+                return
+            resumed = self.finite and last_pts is not None
+
+    def _decoded(self, stream) -> Iterator:
+        """The frames of this connection; when reading fails, the frames the decoder still holds (frame threading
+        keeps a few) come out before the error is raised."""
+        import av
+
+        packets = self.container.demux(stream)
+        while True:
+            try:
+                packet = next(packets)
+            except StopIteration:
+                return
+            except (av.error.FFmpegError, OSError):
                 try:
-                    self.container = self._open()
-                    break
-                except SourceError as err:
-                    log.warning("%s; retrying in %.1f s", err, delay)
+                    yield from stream.codec_context.decode(None)
+                except av.error.FFmpegError:
+                    pass
+                raise
+            try:
+                yield from packet.decode()
+            except av.error.InvalidDataError:
+                self.corrupt += 1  # a packet that does not decode: skipped and counted
+
+    def _period(self, stream) -> float:
+        """One frame's duration in ``stream``'s time base (0 when unknown)."""
+        if not self.rate or not stream.time_base:
+            return 0.0
+        return float(self.rate[1] / self.rate[0] / stream.time_base)
+
+    def _at_end(self, stream, last_pts: int | None) -> bool:
+        """Whether a finite source's last delivered frame is its last one (by the duration it declares)."""
+        if not self.finite or last_pts is None or not stream.time_base or not self.rate:
+            return False
+        start = (self.container.start_time or 0) / 1e6
+        period = self.rate[1] / self.rate[0]
+        return float(last_pts * stream.time_base) - start + 1.5 * period >= self.container.duration / 1e6
+
+    def _reopen(self, attempt: int, reason: str, count: int, last_pts: int | None) -> int | None:
+        """Reconnect after a failure (with back-off, up to ``reconnect`` tries in a row); resume a finite source
+        after ``last_pts``. The try count, or None when the stream ends here (``error`` says why)."""
+        import av
+
+        if self.finite and count and last_pts is None:
+            self.error = f"{self.name}: connection lost after {count} frames ({reason}); frames without timestamps " \
+                         "cannot be resumed, ended without replaying"
+            return None
+        while True:
+            attempt += 1
+            if attempt > self.reconnect:
+                self.gave_up = True
+                hint = "; a file whose index is at its end (mp4) needs a server that allows range requests" \
+                    if self.finite and not count else ""
+                self.error = f"{self.name}: gave up after {self.reconnect} reconnects ({reason}){hint}"
+                return None
+            delay = min(self.backoff_s * 2 ** (attempt - 1), 8.0)
+            log.warning("%s: stream error (%s); reconnecting in %.1f s (try %d of %d)", self.name, reason, delay,
+                        attempt, self.reconnect)
+            if self._closing.wait(delay):
+                return None
+            try:
+                self.container.close()
+                self.container = self._open()
+            except SourceError as err:
+                reason = str(err)
+                continue
+            self.reconnects += 1
+            if not (self.finite and last_pts is not None):
+                return attempt
+            try:
+                stream = self.container.streams.video[0]
+                self.container.seek(last_pts, stream=stream, backward=True)
+                return attempt
+            except (av.error.FFmpegError, OSError) as err:
+                self.error = (f"{self.name}: connection lost after {count} frames and the server does not let it "
+                              f"resume there ({err}; no range requests?); ended without replaying")
+                return None
+
+    def close(self) -> None:
+        self._closing.set()
+        self.container.close()
 
 
 class ImageFolder(Source):
@@ -246,12 +347,13 @@ class ImageFolder(Source):
             yield SourceFrame(image, index, tb)
 
 
-def open_source(spec: str, realtime: bool = False, fps: float = 30.0) -> Source:
-    """The source named by ``spec``: webcam:N, /dev/videoN, a URL, an image folder or a video file."""
+def open_source(spec: str, realtime: bool = False, fps: float = 30.0, reconnect: int = 5) -> Source:
+    """The source named by ``spec``: webcam:N, /dev/videoN, a URL (``reconnect``: tries in a row after a lost
+    connection), an image folder or a video file."""
     if spec.startswith("webcam:") or spec.startswith("/dev/video"):
         return Camera(spec)
     if "://" in spec:
-        return NetworkStream(spec)
+        return NetworkStream(spec, reconnect=reconnect)
     if os.path.isdir(spec):
         return ImageFolder(spec, fps=fps, realtime=realtime)
     if not os.path.exists(spec):

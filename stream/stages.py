@@ -75,6 +75,19 @@ def add_model(parser: argparse.ArgumentParser) -> None:
                              "0: run at once, larger: fuller batches across streams for more latency)")
 
 
+def add_reconnect(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--reconnect", type=_tries, default=5, metavar="N",
+                        help="a URL source whose connection is lost is reopened up to N times in a row, with "
+                             "back-off from 0.5 s doubling to 8 s, then the run ends with exit 2 (default 5); a file "
+                             "URL resumes where it stopped, or ends with exit 3 where the server cannot resume it")
+
+
+def _tries(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r}: a number of tries, 0 or more")
+    return int(text)
+
+
 def _budget_ms(text: str) -> float:
     value = float(text)
     if not 0 <= value <= 10_000:
@@ -155,6 +168,7 @@ def capture_main(argv: list[str]) -> int:
     parser.add_argument("--shm", action="store_true",
                         help="pass pixels through shared memory (the engine runs on this machine)")
     parser.add_argument("--intrinsics", help="fx,fy,cx,cy in frame pixels (3D models)")
+    add_reconnect(parser)
     add_common(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
@@ -163,7 +177,7 @@ def capture_main(argv: list[str]) -> int:
     from stream.sources import SourceError, open_source
 
     try:
-        source = open_source(args.source, realtime=args.realtime, fps=args.fps)
+        source = open_source(args.source, realtime=args.realtime, fps=args.fps, reconnect=args.reconnect)
     except SourceError as err:
         print(f"posestream capture: {err}", file=sys.stderr)
         return EXIT_INPUT
@@ -177,6 +191,8 @@ def capture_main(argv: list[str]) -> int:
     write_summary(args.summary_json, stats.to_json())
     if stats.error:
         print(f"posestream capture: {stats.error}", file=sys.stderr)
+        if getattr(source, "gave_up", False):  # a network source that stayed unreachable
+            return EXIT_INPUT
         return EXIT_TRUNCATED if stats.read else EXIT_FAIL
     return EXIT_INTERRUPTED if stop.is_set() else EXIT_OK
 
