@@ -115,7 +115,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--protocol", choices=("clips", "crops"), default="clips",
                    help="clips: whole clips offline and through the pipeline; crops: hourglass on GT-box crops")
     p.add_argument("--flip-test", action="store_true", help="test-time flip (Engine flip_test; --flip-test in the pipeline)")
+    p.add_argument("--live", action="store_true",
+                   help="clips: also run each clip through the live flow (posestream run --realtime: the clip's own "
+                        "rate, frames the engine cannot keep up with dropped) and score it with a dropped frame as a "
+                        "miss and as holding the last published poses (tools/bench/_live.py); skips the lossless "
+                        "pipeline pass (it equals offline)")
+    p.add_argument("--per-clip", action="store_true",
+                   help="clips: also score each clip apart and report the worst one (offline; with --live, live too)")
     args = p.parse_args(argv)
+    if args.protocol == "clips" and (args.live or args.per_clip):
+        from tools.bench._live import run_clips
+
+        return run_clips(args)
     seeds, persons = args.seeds, args.persons
     if args.protocol == "crops":
         r = crops_pckh(args.model, seeds, persons, args.flip_test)
