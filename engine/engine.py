@@ -8,6 +8,9 @@ Modes, chosen by the models:
   crop comes from this frame's keypoints, back to the whole (letterboxed) frame when the mean joint score
   drops below ``RoiParams.threshold`` (a frame seen whole gets a second look at the crop of its keypoints,
   ``RoiParams.second_look``; a tracked frame scoring below ``RoiParams.zoom_below`` one at a smaller crop).
+  The tracker checks itself: now and then, and soon after a doubtful frame, it sweeps the frame with search
+  windows (a few per frame) and takes a window that scores clearly better, so a lock on the background that
+  scores above the drop threshold is left (``engine.roi.Relock``).
   Frames of one stream run one after another (each on the crop of the one before); frames of different
   streams are batched together.
 * **cascade** (an SPM model plus ``refiner=`` an hourglass): SPM finds the people, the hourglass refines a
@@ -29,7 +32,7 @@ from torch import nn
 
 from engine.preprocess import check_frame
 from engine.results import Poses
-from engine.roi import RoiParams, crop_from_keypoints, next_roi, zoom_crop
+from engine.roi import Relock, RoiParams, crop_from_keypoints, next_roi, zoom_crop
 from engine.smoothing import OneEuroParams
 from engine.stage import Stage
 from engine.tracking import StreamTrackers, TrackerParams
@@ -78,6 +81,7 @@ class Engine:
         self.device = self.stage.device
         self.roi = (RoiParams() if roi is True else roi) or None
         self._rois: dict[str, object] = {}
+        self._relocks: dict[str, Relock] = {}
         self.trackers = self._make_trackers(tracking, smoothing)
 
     def _check_modes(self) -> None:
@@ -160,6 +164,8 @@ class Engine:
         out = self.stage.run(frames, matrices)
         if self.roi and (self.roi.second_look or self.roi.zoom_below > 0):
             out = self._second_look(frames, rois, out)
+        if self.roi and self.roi.check_every:
+            out = self._relock(frames, ids, out)
         if self.roi:
             for sid, poses in zip(ids, out):
                 self._rois[sid] = next_roi(poses.xy[0], poses.score[0], self.input_size, self.roi)
@@ -183,6 +189,28 @@ class Engine:
         for i, poses in zip(idx, self.stage.run(frames, crops, idx)):
             if poses.score.mean() > out[i].score.mean():
                 out[i] = poses
+        return out
+
+    def _relock(self, frames, ids, out: list[Poses]) -> list[Poses]:
+        """The tracker's self-check (``engine.roi.Relock``): streams in a sweep also look at search windows of
+        the frame; a window scoring ``relock_margin`` better than the frame's own look replaces it."""
+        idx, crops = [], []
+        for i, sid in enumerate(ids):
+            state = self._relocks.get(sid) or self._relocks.setdefault(sid, Relock(self.roi))
+            size = (frames[i].shape[1], frames[i].shape[0])
+            for crop in state.windows(size, float(out[i].score[0].mean()), self.input_size):
+                idx.append(i), crops.append(crop.matrix)
+        if not idx:
+            return out
+        best: dict[int, Poses] = {}
+        for i, poses in zip(idx, self.stage.run(frames, crops, idx)):
+            if i not in best or poses.score.mean() > best[i].score.mean():
+                best[i] = poses
+        out = list(out)
+        for i, poses in best.items():
+            if poses.score.mean() > out[i].score.mean() + self.roi.relock_margin:
+                out[i] = poses
+                self._relocks[ids[i]].relocked()
         return out
 
     def _cascade(self, frames, intrinsics) -> list[Poses]:
@@ -216,10 +244,12 @@ class Engine:
         """Forget ROI and track state of one stream (or of all)."""
         if stream_id is None:
             self._rois.clear()
+            self._relocks.clear()
             if self.trackers is not None:
                 self.trackers = StreamTrackers(self.layout.oks_sigmas, self.trackers.params)
             return
         self._rois.pop(stream_id, None)
+        self._relocks.pop(stream_id, None)
         if self.trackers is not None:
             self.trackers.drop(stream_id)
 
@@ -227,6 +257,7 @@ class Engine:
         """Release the backends (sessions, CUDA graphs, TensorRT contexts)."""
         self.stage = self.refiner = None
         self._rois.clear()
+        self._relocks.clear()
 
     def __enter__(self) -> Engine:
         return self
