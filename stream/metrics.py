@@ -237,6 +237,18 @@ class Metrics:
             self._prom["batch_time"].observe(seconds)
 
     # -- reading ----------------------------------------------------------------------------------------
+    @property
+    def frames(self) -> Counter[str]:
+        """Frames published per stream."""
+        with self.lock:
+            return Counter({name: s.frames for name, s in self.streams.items()})
+
+    @property
+    def drops(self) -> Counter[str]:
+        """Frames dropped per stream."""
+        with self.lock:
+            return Counter({name: s.drops for name, s in self.streams.items()})
+
     def all_rejects(self) -> Counter[str]:
         total = Counter(self.rejects)
         for counts in self._watched:
