@@ -17,7 +17,7 @@ SUBCOMMANDS = {
     "pipeline": "end-to-end fps and latency of `posestream video` (--live: `posestream run`)",
     "data": "input-pipeline samples/s and training step time",
     "peers": "posestream's default against MediaPipe Pose on the same frames",
-    "accuracy": "a model on held-out synthetic clips, offline and through the pipeline",
+    "accuracy": "a model on held-out synthetic clips, offline and through the pipeline (--live: the live flow)",
     "quant": "int8 (ONNX Runtime static quantisation) against float32: speed and accuracy",
     "view": "does `posestream view` keep up with a live 30 fps stream of 6 people, and the engine's fps beside it",
 }
