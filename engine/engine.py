@@ -193,7 +193,8 @@ class Engine:
 
     def _relock(self, frames, ids, out: list[Poses]) -> list[Poses]:
         """The tracker's self-check (``engine.roi.Relock``): streams in a sweep also look at search windows of
-        the frame; a window scoring ``relock_margin`` better than the frame's own look replaces it."""
+        the frame; a window scoring ``relock_margin`` better than the frame's own look, and at least the lock
+        ``threshold``, replaces it."""
         idx, crops = [], []
         for i, sid in enumerate(ids):
             state = self._relocks.get(sid) or self._relocks.setdefault(sid, Relock(self.roi))
@@ -208,7 +209,8 @@ class Engine:
                 best[i] = poses
         out = list(out)
         for i, poses in best.items():
-            if poses.score.mean() > out[i].score.mean() + self.roi.relock_margin:
+            score = poses.score.mean()
+            if score > out[i].score.mean() + self.roi.relock_margin and score >= self.roi.threshold:
                 out[i] = poses
                 self._relocks[ids[i]].relocked()
         return out

@@ -34,8 +34,8 @@ class RoiParams:
             since the frame before) starts a sweep after only ``doubt_every`` frames.
         sweep_looks: search windows looked at per frame while a sweep runs (a sweep is spread over frames so
             that no frame's latency grows by more than this many looks).
-        relock_margin: a window whose look's mean joint score beats the frame's own look by this much replaces
-            it (this frame's result and the next frame's ROI); the sweep then ends.
+        relock_margin: a window whose look's mean joint score beats the frame's own look by this much (and
+            reaches ``threshold``) replaces it (this frame's result and the next frame's ROI); the sweep then ends.
         scales: the sides of the search windows as fractions of the frame's shorter side, tiled over the
             frame with a third overlap; 1.0 stands for the whole (letterboxed) frame. Chosen on validation
             clips (docs/benchmarks.md).
