@@ -8,7 +8,11 @@ Conventions used across posestream:
 * ``parents[j] == -1`` means the parent of joint ``j`` is the layout's *root point*,
   the mean of ``root_joints`` (a real joint such as MPII's pelvis, or a virtual point
   such as the middle of COCO's hips);
-* drawing colours are BGR (OpenCV order), one per bone.
+* drawing colours are BGR (OpenCV order), one per bone;
+* a joint that a layout lacks but can make from its own joints (BlazePose has no neck: the middle of its
+  shoulders) is a *derived joint*: ``Layout.derived`` lists it as an affine combination of the layout's joints
+  (weights summing to 1, so it works on 2D and 3D points alike), and :func:`convert` fills it, with the
+  smallest score of its sources.
 
 Nothing else in the code base repeats these facts: import them from here.
 """
@@ -88,6 +92,44 @@ class Panoptic(IntEnum):
     R_EAR = 18
 
 
+class BlazePose(IntEnum):
+    """BlazePose GHUM's 33 body landmarks (MediaPipe Pose), in the model's order; "left" is the person's left."""
+
+    NOSE = 0
+    L_EYE_INNER = 1
+    L_EYE = 2
+    L_EYE_OUTER = 3
+    R_EYE_INNER = 4
+    R_EYE = 5
+    R_EYE_OUTER = 6
+    L_EAR = 7
+    R_EAR = 8
+    L_MOUTH = 9
+    R_MOUTH = 10
+    L_SHOULDER = 11
+    R_SHOULDER = 12
+    L_ELBOW = 13
+    R_ELBOW = 14
+    L_WRIST = 15
+    R_WRIST = 16
+    L_PINKY = 17
+    R_PINKY = 18
+    L_INDEX = 19
+    R_INDEX = 20
+    L_THUMB = 21
+    R_THUMB = 22
+    L_HIP = 23
+    R_HIP = 24
+    L_KNEE = 25
+    R_KNEE = 26
+    L_ANKLE = 27
+    R_ANKLE = 28
+    L_HEEL = 29
+    R_HEEL = 30
+    L_FOOT_INDEX = 31
+    R_FOOT_INDEX = 32
+
+
 # BGR drawing colours by body side.
 LEFT_COLOR = (255, 160, 40)
 RIGHT_COLOR = (40, 90, 255)
@@ -108,6 +150,8 @@ class Layout:
         levels: hierarchy level of each joint (1 is the root point itself).
         oks_sigmas: per-joint OKS constants (COCO's where joints correspond).
         head_segment: (a, b) joints whose distance is the PCKh head size, or None.
+        derived: joints this layout lacks but makes from its own, as (name, ((joint, weight), ...)) with the
+            weights summing to 1; a derived joint's score is the smallest of its sources' scores.
     """
 
     name: str
@@ -119,6 +163,7 @@ class Layout:
     levels: tuple[int, ...]
     oks_sigmas: tuple[float, ...]
     head_segment: tuple[int, int] | None = None
+    derived: tuple[tuple[str, tuple[tuple[int, float], ...]], ...] = ()
 
     @property
     def num_joints(self) -> int:
@@ -164,6 +209,9 @@ def _check(layout: Layout) -> Layout:
         want = 2 if p == -1 else layout.levels[p] + 1
         if layout.levels[j] != want:
             raise ValueError(f"layout {layout.name}: joint {j} level {layout.levels[j]} != {want}")
+    for name, terms in layout.derived:
+        if name in layout.names or abs(sum(w for _, w in terms) - 1.0) > 1e-9 or not all(0 <= j < k for j, _ in terms):
+            raise ValueError(f"layout {layout.name}: derived joint {name!r} must be new, of own joints, weights sum 1")
     return layout
 
 
@@ -234,14 +282,54 @@ PANOPTIC19 = _check(Layout(
                 0.107, 0.087, 0.089, 0.025, 0.035, 0.025, 0.035),
 ))
 
-LAYOUTS: dict[str, Layout] = {layout.name: layout for layout in (MPII16, COCO17, PANOPTIC19)}
+_B = BlazePose
+BLAZEPOSE33 = _check(Layout(
+    name="blazepose33",
+    joints=BlazePose,
+    bones=(
+        (_B.NOSE, _B.L_EYE_INNER), (_B.L_EYE_INNER, _B.L_EYE), (_B.L_EYE, _B.L_EYE_OUTER), (_B.L_EYE_OUTER, _B.L_EAR),
+        (_B.NOSE, _B.R_EYE_INNER), (_B.R_EYE_INNER, _B.R_EYE), (_B.R_EYE, _B.R_EYE_OUTER), (_B.R_EYE_OUTER, _B.R_EAR),
+        (_B.L_MOUTH, _B.R_MOUTH), (_B.L_SHOULDER, _B.R_SHOULDER), (_B.L_SHOULDER, _B.L_ELBOW),
+        (_B.L_ELBOW, _B.L_WRIST), (_B.L_WRIST, _B.L_PINKY), (_B.L_WRIST, _B.L_INDEX), (_B.L_WRIST, _B.L_THUMB),
+        (_B.L_PINKY, _B.L_INDEX), (_B.R_SHOULDER, _B.R_ELBOW), (_B.R_ELBOW, _B.R_WRIST), (_B.R_WRIST, _B.R_PINKY),
+        (_B.R_WRIST, _B.R_INDEX), (_B.R_WRIST, _B.R_THUMB), (_B.R_PINKY, _B.R_INDEX), (_B.L_SHOULDER, _B.L_HIP),
+        (_B.R_SHOULDER, _B.R_HIP), (_B.L_HIP, _B.R_HIP), (_B.L_HIP, _B.L_KNEE), (_B.R_HIP, _B.R_KNEE),
+        (_B.L_KNEE, _B.L_ANKLE), (_B.R_KNEE, _B.R_ANKLE), (_B.L_ANKLE, _B.L_HEEL), (_B.R_ANKLE, _B.R_HEEL),
+        (_B.L_HEEL, _B.L_FOOT_INDEX), (_B.R_HEEL, _B.R_FOOT_INDEX), (_B.L_ANKLE, _B.L_FOOT_INDEX),
+        (_B.R_ANKLE, _B.R_FOOT_INDEX),
+    ),
+    flip_pairs=tuple((_B[n], _B["R" + n[1:]]) for n in _B.__members__ if n.startswith("L_")),
+    root_joints=(_B.L_HIP, _B.R_HIP),
+    # nose, the shoulders and the hips hang from the root point; faces from the nose, hands from the wrists,
+    # feet from the ankles
+    parents=(-1, 0, 0, 2, 0, 0, 5, 3, 6, 0, 0, -1, -1, 11, 12, 13, 14, 15, 16, 15, 16, 15, 16, -1, -1, 23, 24,
+             25, 26, 27, 28, 27, 28),
+    levels=(2, 3, 3, 4, 3, 3, 4, 5, 5, 3, 3, 2, 2, 3, 3, 4, 4, 5, 5, 5, 5, 5, 5, 2, 2, 3, 3, 4, 4, 5, 5, 5, 5),
+    # COCO's constants where the joints are COCO's; eye corners and mouth as eyes, hands as wrists, feet as ankles
+    oks_sigmas=(0.026, 0.025, 0.025, 0.025, 0.025, 0.025, 0.025, 0.035, 0.035, 0.025, 0.025, 0.079, 0.079, 0.072,
+                0.072, 0.062, 0.062, 0.062, 0.062, 0.062, 0.062, 0.062, 0.062, 0.107, 0.107, 0.087, 0.087, 0.089,
+                0.089, 0.089, 0.089, 0.089, 0.089),
+    derived=(
+        # OpenPose's and Panoptic's neck (MPII's thorax): the middle of the shoulders
+        ("neck", ((_B.L_SHOULDER, 0.5), (_B.R_SHOULDER, 0.5))),
+        # Panoptic's body centre (MPII's pelvis): the middle of the hips
+        ("body_center", ((_B.L_HIP, 0.5), (_B.R_HIP, 0.5))),
+        # MPII's upper neck (chin level) and head top, along the line from the middle of the shoulders S to the
+        # middle of the ears E, from adult proportions (shoulders 0.82, chin 0.87, ears 0.93, crown 1.00 of the
+        # stature): upper_neck = 0.6 S + 0.4 E, head_top = 1.6 E - 0.6 S
+        ("upper_neck", ((_B.L_SHOULDER, 0.3), (_B.R_SHOULDER, 0.3), (_B.L_EAR, 0.2), (_B.R_EAR, 0.2))),
+        ("head_top", ((_B.L_EAR, 0.8), (_B.R_EAR, 0.8), (_B.L_SHOULDER, -0.3), (_B.R_SHOULDER, -0.3))),
+    ),
+))
+
+LAYOUTS: dict[str, Layout] = {layout.name: layout for layout in (MPII16, COCO17, PANOPTIC19, BLAZEPOSE33)}
 
 # Joints that are the same body point under different names in different layouts.
 _ALIASES = {"pelvis": "body_center", "thorax": "neck"}
 
 
 def get_layout(name: str) -> Layout:
-    """The layout called ``name`` (mpii16, coco17, panoptic19); a clear error otherwise."""
+    """The layout called ``name`` (mpii16, coco17, panoptic19, blazepose33); a clear error otherwise."""
     try:
         return LAYOUTS[name]
     except KeyError:
@@ -249,16 +337,37 @@ def get_layout(name: str) -> Layout:
 
 
 def index_map(src: Layout, dst: Layout) -> np.ndarray:
-    """For each joint of ``dst``, the index of the same joint in ``src``, or -1 if ``src`` lacks it."""
+    """For each joint of ``dst``, the index of the same joint in ``src``, or -1 if ``src`` lacks it.
+
+    Joints that ``src`` derives (:func:`derived_map`) are -1 here: ``convert`` fills them, ``convertible`` says
+    which joints it fills."""
     canon = {n: _ALIASES.get(n, n) for n in src.names + dst.names}
     where = {canon[n]: i for i, n in enumerate(src.names)}
     return np.array([where.get(canon[n], -1) for n in dst.names], dtype=np.int64)
 
 
-def convert(keypoints: np.ndarray, scores: np.ndarray, src: Layout, dst: Layout) -> tuple[np.ndarray, np.ndarray]:
-    """Map keypoints [..., K_src, D] and scores [..., K_src] into ``dst``'s joints.
+def derived_map(src: Layout, dst: Layout) -> dict[int, tuple[tuple[int, float], ...]]:
+    """For each joint of ``dst`` that ``src`` lacks but derives: its (``src`` joint, weight) terms."""
+    index = index_map(src, dst)
+    table = {_ALIASES.get(name, name): terms for name, terms in src.derived}
+    return {j: table[_ALIASES.get(n, n)] for j, n in enumerate(dst.names)
+            if index[j] < 0 and _ALIASES.get(n, n) in table}
 
-    Joints that ``src`` lacks get zero coordinates and zero score.
+
+def convertible(src: Layout, dst: Layout) -> np.ndarray:
+    """Mask [K_dst] of the joints of ``dst`` that :func:`convert` fills from ``src`` (same or derived joints)."""
+    have = index_map(src, dst) >= 0
+    have[list(derived_map(src, dst))] = True
+    return have
+
+
+def convert(keypoints: np.ndarray, scores: np.ndarray, src: Layout, dst: Layout) -> tuple[np.ndarray, np.ndarray]:
+    """Map keypoints [..., K_src, D] (any D: 2D, 3D, with or without scores) and scores [..., K_src] into
+    ``dst``'s joints.
+
+    A joint of ``dst`` is copied from the same joint of ``src``, or made from ``src``'s joints when ``src``
+    derives it (``Layout.derived``: the weighted sum of its sources, scored with the smallest of their scores);
+    joints that ``src`` neither has nor derives get zero coordinates and zero score.
     """
     index = index_map(src, dst)
     have = index >= 0
@@ -266,4 +375,9 @@ def convert(keypoints: np.ndarray, scores: np.ndarray, src: Layout, dst: Layout)
     out_scores = np.zeros(scores.shape[:-1] + (dst.num_joints,), dtype=scores.dtype)
     out[..., have, :] = keypoints[..., index[have], :]
     out_scores[..., have] = scores[..., index[have]]
+    for j, terms in derived_map(src, dst).items():
+        joints = [i for i, _ in terms]
+        weights = np.array([w for _, w in terms], dtype=np.float64)
+        out[..., j, :] = np.tensordot(weights, np.moveaxis(keypoints[..., joints, :], -2, 0), axes=1)
+        out_scores[..., j] = scores[..., joints].min(axis=-1)
     return out, out_scores
