@@ -15,6 +15,7 @@ flows:
   posestream run --source webcam:0 --publish tcp://127.0.0.1:5560 --show     live
   posestream serve | capture | render | subscribe          one stage each, over tcp (loopback by default)
   posestream view tcp://127.0.0.1:5560                     a live 2D + 3D viewer of a pose stream (Rerun)
+  posestream teacher setup; posestream label IN.mp4 -o labels.jsonl     the BlazePose teacher labels footage
 
 exit codes:
   0    done
@@ -102,6 +103,10 @@ def main(argv: list[str] | None = None) -> int:
         from stream.view import main as view_main
 
         return view_main(argv[1:])
+    if argv and argv[0] in ("label", "teacher"):
+        from stream.label import label_main, teacher_main
+
+        return (label_main if argv[0] == "label" else teacher_main)(argv[1:])
     parser = argparse.ArgumentParser(prog="posestream", epilog=EPILOG, formatter_class=argparse.RawTextHelpFormatter,
                                      description="Realtime streaming pose estimation over ZeroMQ.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -112,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("render", help="renderer alone, reading an engine's reliable channel", add_help=False)
     sub.add_parser("subscribe", help="print an engine's pose stream as JSON lines", add_help=False)
     sub.add_parser("view", help="a live 2D + 3D viewer of an engine's pose stream (Rerun)", add_help=False)
+    sub.add_parser("label", help="the BlazePose teacher labels a video's people (resumable)", add_help=False)
+    sub.add_parser("teacher", help="make (setup) or inspect (check) the teacher's environment", add_help=False)
     args = parser.parse_args(argv)
     from stream.pipeline import run_pipeline
     from stream.sources import SourceError

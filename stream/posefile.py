@@ -14,7 +14,10 @@ Then one line per frame::
      "intrinsics": {"fx", "fy", "cx", "cy"} | null,          # optional, ground truth only
      "persons": [{"id": int, "score": float,
                   "keypoints": [[x, y, s], ...],            # frame pixels; s = score (or visibility in ground truth)
-                  "keypoints_3d": [[X, Y, Z], ...] | null}]}  # camera millimetres
+                  "keypoints_3d": [[X, Y, Z], ...] | null}],  # camera millimetres
+     "teacher": str, "ignore": [[x0, y0, x1, y1], ...]}     # optional, teacher labels (``posestream label``)
+
+A labels file (``stream.label``) has its own header, ``"format": "posestream.labels"``.
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ class PoseRecord:
     capture_ns: int | None = None
     latency_ms: float | None = None
     intrinsics: dict[str, float] | None = field(default=None)
+    teacher: str | None = None                 # the teacher that labelled this frame
+    ignore: np.ndarray | None = None           # float32 [M, 4] boxes where the teacher saw a person it could not label
 
     def to_json(self) -> dict:
         p = self.poses
@@ -61,6 +66,10 @@ class PoseRecord:
         }
         if self.intrinsics is not None:
             out["intrinsics"] = {k: float(self.intrinsics[k]) for k in ("fx", "fy", "cx", "cy")}
+        if self.teacher is not None:
+            out["teacher"] = self.teacher
+        if self.ignore is not None:
+            out["ignore"] = np.round(np.asarray(self.ignore, np.float64).reshape(-1, 4), 2).tolist()
         return out
 
     @classmethod
@@ -81,9 +90,11 @@ class PoseRecord:
             person_score=np.asarray([q.get("score", 1.0) for q in persons], np.float32),
             track_id=np.asarray([q.get("id", -1) for q in persons], np.int64), xyz=xyz,
         )
+        ignore = obj.get("ignore")
         return cls(stream=obj.get("stream", ""), frame=int(obj["frame"]), layout=obj["layout"], poses=poses,
                    pts=obj.get("pts"), capture_ns=obj.get("capture_ns"), latency_ms=obj.get("latency_ms"),
-                   intrinsics=obj.get("intrinsics"))
+                   intrinsics=obj.get("intrinsics"), teacher=obj.get("teacher"),
+                   ignore=None if ignore is None else np.asarray(ignore, np.float32).reshape(-1, 4))
 
 
 FORMAT = "posestream.poses"
@@ -100,7 +111,7 @@ def make_header(*, stream: str, model_id: str, layout: str, width: int, height: 
             "intrinsics": None if intrinsics is None else dict(zip(("fx", "fy", "cx", "cy"), map(float, intrinsics)))}
 
 
-def _is_header(obj) -> bool:
+def is_header(obj) -> bool:
     return isinstance(obj, dict) and obj.get("kind") == "header"
 
 
@@ -112,7 +123,7 @@ def read_header(path: str | Path) -> dict | None:
         obj = json.loads(first)
     except ValueError:
         return None
-    return obj if _is_header(obj) else None
+    return obj if is_header(obj) else None
 
 
 def write_header(fh: IO[str], header: dict) -> None:
@@ -134,7 +145,7 @@ def read_pose_file(path: str | Path) -> Iterator[PoseRecord]:
                 continue
             try:
                 obj = json.loads(line)
-                if _is_header(obj):
+                if is_header(obj):
                     continue
                 yield PoseRecord.from_json(obj)
             except (ValueError, KeyError, TypeError) as err:

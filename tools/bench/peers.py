@@ -5,9 +5,9 @@ raw ``.npy`` file in a temporary directory; both sides read it. Each side runs t
 untimed, then times every one of the next ``--frames`` frames alone (batch 1) and reports frames / summed time:
 
 * MediaPipe Pose 0.10.14 "full" (``model_complexity=1``), tracking mode, one person: BGR->RGB + ``process``.
-  It runs in its own virtual environment (its opencv-contrib-python clashes with our opencv-python):
-  ``.venv-teacher`` in the repository root, made on first use with ``venv`` + ``pip install mediapipe==0.10.14``
-  (needs the network once), or any Python with mediapipe given as ``--teacher-python``.
+  It runs in the teacher's virtual environment (its opencv-contrib-python clashes with our opencv-python)
+  with MediaPipe's solution API installed: ``posestream teacher setup --solution`` makes it (``.venv-teacher`` in
+  the repository root; needs PyPI once), or give any Python with mediapipe as ``--teacher-python``.
 * posestream: ``Engine(model, backend)`` end to end (preprocess + infer + postprocess into ``Poses``), ONNX
   Runtime's default threads on CPU. ``--model`` may be given several times; ``default`` falls back to
   ``random:spm_small`` (said on stderr and in the ``fallback`` field) while the zoo has no ``default`` model.
@@ -35,10 +35,10 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.teacher import TeacherError, check_teacher, child_env, default_venv, teacher_python
 from tools.bench.common import emit, machine
 from tools.cli import count_range
 
-MEDIAPIPE = "mediapipe==0.10.14"
 CHILD = Path(__file__).with_name("_mediapipe_child.py")
 
 
@@ -53,14 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=10, help="untimed frames first (default 10)")
     p.add_argument("--seed", type=int, default=7, help="synthetic clip seed (default 7)")
     p.add_argument("--persons", type=count_range, default="1", help="synthetic clip: people, N or MIN-MAX (default 1)")
-    p.add_argument("--teacher-python", help="a Python with mediapipe (default: .venv-teacher/bin/python, "
-                   "created on first use)")
-    p.add_argument("--teacher-venv", default=str(default_venv()), help="where the teacher venv lives or is made")
+    p.add_argument("--teacher-python", help="a Python with mediapipe (default: the teacher venv's)")
+    p.add_argument("--teacher-venv", default=str(default_venv()),
+                   help="the teacher venv (default %(default)s; `posestream teacher setup --solution` makes it)")
     return p
-
-
-def default_venv() -> Path:
-    return Path(__file__).resolve().parents[2] / ".venv-teacher"
 
 
 def synth_frames(seed: int, persons: tuple[int, int], count: int, size=(640, 480)) -> np.ndarray:
@@ -109,51 +105,22 @@ def _tail(text: str, lines: int = 6) -> str:
     return "\n    ".join(text.strip().splitlines()[-lines:])
 
 
-def create_teacher(venv: Path, base_python: str = sys.executable) -> Path:
-    """Make ``venv`` with ``base_python -m venv`` and pip-install MediaPipe into it; its Python's path."""
-    print(f"tools.bench peers: creating {venv} ({MEDIAPIPE}, ~100+ MB from PyPI, once)", file=sys.stderr)
-    steps = [[base_python, "-m", "venv", str(venv)], [str(venv / "bin" / "python"), "-m", "pip", "install", "-q",
-                                                      MEDIAPIPE]]
-    for cmd in steps:
-        try:
-            done = subprocess.run(cmd, capture_output=True, text=True)
-        except OSError as err:
-            done = subprocess.CompletedProcess(cmd, 1, "", str(err))
-        if done.returncode != 0:
-            raise ValueError(f"teacher venv {venv}: `{' '.join(cmd)}` failed:\n    "
-                             f"{_tail(done.stderr)}\nMake a Python with {MEDIAPIPE} elsewhere and pass "
-                             f"--teacher-python PATH, or delete {venv} and retry with network access (pip needs PyPI)")
-    return venv / "bin" / "python"
-
-
-def check_teacher(python: str | Path) -> str:
-    """The MediaPipe version importable by ``python``; ValueError naming it when it cannot run MediaPipe."""
-    try:
-        done = subprocess.run([str(python), "-I", "-c", "import cv2, numpy, mediapipe; print(mediapipe.__version__)"],
-                              capture_output=True, text=True, timeout=120)
-    except (OSError, subprocess.TimeoutExpired) as err:
-        raise ValueError(f"teacher python {python}: cannot run ({err})") from None
-    if done.returncode != 0:
-        raise ValueError(f"teacher python {python}: cannot import mediapipe, cv2 and numpy (install {MEDIAPIPE} "
-                         f"there, or delete the teacher venv to have it recreated):\n    {_tail(done.stderr)}")
-    return done.stdout.strip()
-
-
-def teacher_python(given: str | None, venv: Path) -> Path:
-    """``given``, or the teacher venv's Python (created when absent), checked to import MediaPipe."""
-    python = Path(given) if given else venv / "bin" / "python"
-    if not given and not python.exists():
-        python = create_teacher(venv)
-    check_teacher(python)
+def solution_python(given: str | None, venv: Path) -> Path:
+    """``given`` or the teacher venv's Python, checked to import MediaPipe's solution API (TeacherError if not)."""
+    python = teacher_python(given, venv)
+    if not python.exists():
+        raise TeacherError(f"teacher python {python}: no such file")
+    if check_teacher(python).solution is None:
+        raise TeacherError(f"teacher python {python}: cannot import mediapipe and cv2 (MediaPipe's solution API); "
+                           f"`posestream teacher setup --solution` installs it")
     return python
 
 
 def run_teacher(python: str | Path, frames_path: str | Path, warmup: int, timeout: float = 600) -> dict:
     """MediaPipe timings of the frames in ``frames_path`` (see ``_mediapipe_child``), run by ``python``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON") and k != "VIRTUAL_ENV"}
     cmd = [str(python), "-I", str(CHILD), str(frames_path), str(warmup)]
     try:
-        done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout,
+        done = subprocess.run(cmd, capture_output=True, text=True, env=child_env(), timeout=timeout,
                               cwd=Path(frames_path).parent)
     except subprocess.TimeoutExpired:
         raise ValueError(f"MediaPipe run with {python}: no result within {timeout:g} s") from None
@@ -213,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.frames < 1 or args.warmup < 0:
         raise SystemExit("tools.bench peers: --frames must be >= 1 and --warmup >= 0")
     try:
-        python = teacher_python(args.teacher_python, Path(args.teacher_venv))
+        python = solution_python(args.teacher_python, Path(args.teacher_venv))
         frames, source = _frames(args)
         with tempfile.TemporaryDirectory(prefix="posestream-peers-") as tmp:
             path = write_frames(frames, Path(tmp) / "frames.npy")
@@ -221,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         ours = [(spec, *resolve_spec(spec)) for spec in (args.model or ["default"])]
         results = [(req, spec, fb, time_posestream(spec, frames, args.warmup, args.backend, args.device))
                    for req, spec, fb in ours]
-    except ValueError as err:
+    except (ValueError, TeacherError) as err:
         print(f"tools.bench peers: {err}", file=sys.stderr)
         return 2
     common = dict(machine=machine(), load_avg=[round(v, 2) for v in os.getloadavg()], source=source,
