@@ -139,11 +139,14 @@ class Search:
                     person, region = (second, better) if second is not None else (person, region)
             if person is not None:
                 person.update(region=region, source=SOURCES[source])
-            if person is None or _tilted(person["xy"], p.max_tilt) or any(_same(person, q) for q in people):
-                rejected.append(candidate)     # nobody, somebody lying down, or somebody already labelled
+            if person is None or _tilted(person["xy"], p.max_tilt):
+                rejected.append(candidate)     # nobody, or somebody lying down
                 continue
+            person["candidate"] = candidate
             people.append(person)
             tried.append(bp.next_region(person["xy"]))
+        people, dropped = _resolve(people)
+        rejected += [q["candidate"] for q in dropped]
         self.tracks = np.array([bp.next_region(q["xy"]) for q in people]).reshape(-1, 4)
         self.frames += 1
         stats = {"detections": detections, "candidates": len(candidates), "crops": crops,
@@ -158,11 +161,30 @@ def _tilted(xy: np.ndarray, max_tilt: float | None) -> bool:
     return bool(np.degrees(np.arctan2(abs(axis[0]), -axis[1])) > max_tilt)
 
 
-def _same(a: dict, b: dict) -> bool:
-    """Whether two results are one person: their body landmarks lie within a tenth of the smaller region's side
-    (median distance)."""
-    apart = np.median(np.hypot(*(a["xy"][:33] - b["xy"][:33]).T))
-    return bool(apart <= 0.1 * min(a["region"][2], b["region"][2]))
+def _box(q: dict) -> np.ndarray:
+    return np.concatenate([q["xy"][:33].min(0), q["xy"][:33].max(0)])
+
+
+def _clash(big: dict, small: dict) -> bool:
+    """Whether ``big`` (the result in the larger region) claims ``small``'s person: a quarter of their body
+    landmarks within 5% of the smaller region's side of each other, half within 10%, or ``small``'s body lying
+    mostly (60%) inside ``big``'s while ``big``'s region is 1.3 times larger (a skeleton spread over two people)."""
+    near = np.hypot(*(big["xy"][:33] - small["xy"][:33]).T) / small["region"][2]
+    if (near <= 0.05).mean() >= 0.25 or np.median(near) <= 0.1:
+        return True
+    a, b = _box(big), _box(small)
+    inside = np.prod(np.clip(np.minimum(a[2:], b[2:]) - np.maximum(a[:2], b[:2]), 0, None))
+    return bool(big["region"][2] >= 1.3 * small["region"][2] and inside >= 0.6 * np.prod(b[2:] - b[:2]))
+
+
+def _resolve(people: list[dict]) -> tuple[list[dict], list[dict]]:
+    """(kept, dropped): of results that clash, the one in the smaller region stays. A second look at somebody
+    is dropped; so is a chimera, the landmark model's one skeleton over two people who share a region (a head of
+    the one, the feet of the other, in a region larger than either's)."""
+    kept, dropped = [], []
+    for q in sorted(people, key=lambda q: (q["region"][2], -q["flag"])):
+        (dropped if any(_clash(q, k) for k in kept) else kept).append(q)
+    return kept, dropped
 
 
 def _ignore(rejected: list[np.ndarray], people: list[dict]) -> np.ndarray:
@@ -173,7 +195,7 @@ def _ignore(rejected: list[np.ndarray], people: list[dict]) -> np.ndarray:
         return np.zeros((0, 4))
     boxes = bp.region_boxes(np.array(rejected), shrink=bp.REGION_SCALE, aspect=0.5)
     if people:
-        body = np.array([[*q["xy"][:33].min(0), *q["xy"][:33].max(0)] for q in people])
+        body = np.array([_box(q) for q in people])
         lo = np.maximum(boxes[:, None, :2], body[None, :, :2])
         hi = np.minimum(boxes[:, None, 2:], body[None, :, 2:])
         covered = np.clip(hi - lo, 0, None).prod(-1) / np.maximum((boxes[:, 2:] - boxes[:, :2]).prod(-1), 1e-9)[:, None]

@@ -214,14 +214,21 @@ def setup_teacher(venv: str | Path | None = None, base_python: str = sys.executa
     """
     venv = Path(venv) if venv else default_venv()
     python = venv / "bin" / "python"
-    if not python.exists():
+    info = None
+    if python.exists():
+        try:
+            info = check_teacher(python)
+        except TeacherError:
+            pass
+    else:
         log(f"teacher setup: creating {venv}")
         _run([base_python, "-m", "venv", str(venv)], "teacher setup: venv")
-    pip = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-    log(f"teacher setup: pip install {MEDIAPIPE}{'' if solution else ' (model files only)'} {LITERT}")
-    _run(pip + ([] if solution else ["--no-deps"]) + [MEDIAPIPE], "teacher setup: pip")
-    _run(pip + [LITERT, "numpy"], "teacher setup: pip")
-    info = check_teacher(python)
+    if info is None or (solution and info.solution is None):
+        pip = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+        log(f"teacher setup: pip install {MEDIAPIPE}{'' if solution else ' (model files only)'} {LITERT}")
+        _run(pip + ([] if solution else ["--no-deps"]) + [MEDIAPIPE], "teacher setup: pip")
+        _run(pip + [LITERT, "numpy"], "teacher setup: pip")
+        info = check_teacher(python)
     if heavy and "heavy" not in info.kinds:
         install_heavy(info.models, Path(heavy_from) if heavy_from else None, log)
         info = check_teacher(python)

@@ -20,6 +20,7 @@ SUBCOMMANDS = {
     "accuracy": "a model on held-out synthetic clips, offline and through the pipeline (--live: the live flow)",
     "quant": "int8 (ONNX Runtime static quantisation) against float32: speed and accuracy",
     "view": "does `posestream view` keep up with a live 30 fps stream of 6 people, and the engine's fps beside it",
+    "teacher": "the BlazePose teacher's labelling: frames/s, persons per frame, people checked by eye found",
 }
 
 
