@@ -140,7 +140,8 @@ class Search:
             if person is not None:
                 person.update(region=region, source=SOURCES[source])
             if person is None or _tilted(person["xy"], p.max_tilt):
-                rejected.append(candidate)     # nobody, or somebody lying down
+                if source != "proposal" or p.ignore_proposals:   # nobody, or somebody lying down
+                    rejected.append(candidate)
                 continue
             person["candidate"] = candidate
             people.append(person)
@@ -189,8 +190,8 @@ def _resolve(people: list[dict]) -> tuple[list[dict], list[dict]]:
 
 def _ignore(rejected: list[np.ndarray], people: list[dict]) -> np.ndarray:
     """Person-shaped boxes [M, 4] of rejected regions (their square less the regions' margin, half as wide as
-    tall), less those that looked at a labelled person: centred inside its joints' box (grown by a fifth), or
-    half covered by it."""
+    tall), less those that looked at a labelled person: centred inside its joints' box (grown by a quarter each
+    side), or half covered by it."""
     if not rejected:
         return np.zeros((0, 4))
     boxes = bp.region_boxes(np.array(rejected), shrink=bp.REGION_SCALE, aspect=0.5)
@@ -200,7 +201,7 @@ def _ignore(rejected: list[np.ndarray], people: list[dict]) -> np.ndarray:
         hi = np.minimum(boxes[:, None, 2:], body[None, :, 2:])
         covered = np.clip(hi - lo, 0, None).prod(-1) / np.maximum((boxes[:, 2:] - boxes[:, :2]).prod(-1), 1e-9)[:, None]
         centre = (boxes[:, None, :2] + boxes[:, None, 2:]) / 2
-        grow = (body[None, :, 2:] - body[None, :, :2]) * 0.1
+        grow = (body[None, :, 2:] - body[None, :, :2]) * 0.25
         inside = ((centre >= body[None, :, :2] - grow) & (centre <= body[None, :, 2:] + grow)).all(-1)
         boxes = boxes[(covered.max(1) < 0.5) & ~inside.any(1)]
     return boxes

@@ -55,7 +55,11 @@ class SearchParams:
             (``merge_detections``).
         min_presence: the landmark model's person presence from which a region's person is accepted
             (MediaPipe's 0.5); a rejected region becomes an ignore region.
-        box_scale: region side / longer side of a proposal box (boxes from the caller or from HOG).
+        box_scale: region side / longer side of a proposal box (the caller's, e.g. posestream's own detections).
+        ignore_proposals: a caller's box in which the landmark model finds nobody becomes an ignore region too.
+            Off by default: an ignore region is where the teacher saw somebody it could not label (a detection,
+            last frame's person); a caller's box (the student's guess) found empty is a true negative, and
+            ignoring it would keep the student from unlearning its false detections.
         refine: run the landmark model a second time on the region its first landmarks give, when that region
             differs from the proposal's (as MediaPipe's tracking does on the next frame).
         same_person: two regions whose centres lie closer than this share of the smaller one's side (and whose
@@ -75,6 +79,7 @@ class SearchParams:
     merge_distance: float = 0.3
     min_presence: float = 0.5
     box_scale: float = 1.25
+    ignore_proposals: bool = False
     refine: bool = True
     same_person: float = 0.1
     max_crops: int = 40

