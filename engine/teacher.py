@@ -262,8 +262,8 @@ def camera_points(xy: np.ndarray, world_m: np.ndarray, score: np.ndarray, intrin
     d2 = (xy[:, a] - xy[:, b]) / np.array([fx, fy])                     # [N, B, 2] normalised image lengths
     d3 = world_m[:, a, :2] - world_m[:, b, :2]                          # [N, B, 2] metres across the axis
     w = np.minimum(score[:, a], score[:, b]) + 1e-3
-    depth = (w * np.hypot(*np.moveaxis(d3, -1, 0))).sum(1) / np.maximum((w * np.hypot(*np.moveaxis(d2, -1, 0))).sum(1),
-                                                                        1e-9)
+    l3, l2 = (w * np.linalg.norm(d3, axis=-1)).sum(1), (w * np.linalg.norm(d2, axis=-1)).sum(1)
+    depth = l3 / np.maximum(l2, 1e-9)
     root = (xy[:, 23] + xy[:, 24]) / 2
     root3 = np.stack([(root[:, 0] - cx) / fx * depth, (root[:, 1] - cy) / fy * depth, depth], axis=1)
     return ((root3[:, None, :] + world_m) * 1000.0).astype(np.float32).reshape(n, 33, 3)

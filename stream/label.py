@@ -80,8 +80,8 @@ class LabelConfig:
 @dataclass
 class LabelSummary:
     """What a run did: ``labelled`` frames this run (``resumed`` ones were already in the file), ``persons`` and
-    ``ignore`` regions written this run, ``seconds`` of labelling, ``error`` (the input ended early, or the
-    teacher failed), ``interrupted``, and the exit code."""
+    ``ignore`` regions written this run, ``seconds`` of the run after the teacher's start (decoding, labelling,
+    writing), ``error`` (the input ended early, or the teacher failed), ``interrupted``, and the exit code."""
 
     output: str
     teacher: str = ""
@@ -178,7 +178,7 @@ class _Proposer:
 
 def label_video(source: str, output: str | Path, config: LabelConfig | None = None,
                 progress: Callable[[int, int | None], None] | None = None,
-                stop: threading.Event | None = None, log=None) -> LabelSummary:
+                stop: threading.Event | None = None) -> LabelSummary:
     """Label ``source`` (a video file, image folder, camera or URL) into the labels file ``output``, resuming it
     when it exists. ``progress(done, total)`` is called after each labelled frame (``total`` None when unknown);
     ``stop`` ends the run after the current frame. Raises LabelError when the input, the output or the teacher
@@ -206,8 +206,8 @@ def label_video(source: str, output: str | Path, config: LabelConfig | None = No
                     "start": config.start}
         _check_resume(output, header, expected)
         proposer = _Proposer(config.proposals) if config.proposals != "none" else None
-        return _label_loop(src, teacher, proposer, output, config, header, last, good, expected,
-                           progress, stop or threading.Event(), log)
+        return _label_loop(src, teacher, proposer, output, config, (header, last, good), expected,
+                           progress, stop or threading.Event())
     except (ValueError, OSError) as err:
         raise LabelError(str(err).splitlines()[0]) from None
     finally:
@@ -227,8 +227,9 @@ def _header(src, teacher, config: LabelConfig, expected: dict, frame: np.ndarray
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
 
 
-def _label_loop(src, teacher, proposer, output: Path, config: LabelConfig, header, last, good, expected,
-                progress, stop: threading.Event, log) -> LabelSummary:
+def _label_loop(src, teacher, proposer, output: Path, config: LabelConfig, existing: tuple, expected: dict,
+                progress, stop: threading.Event) -> LabelSummary:
+    """Label the wanted frames after the file's last one, appending records; ``existing``: scan_labels' answer."""
     import time
 
     from tqdm import tqdm
@@ -236,6 +237,7 @@ def _label_loop(src, teacher, proposer, output: Path, config: LabelConfig, heade
     from engine.teacher import TeacherError
     from stream.posefile import write_record
 
+    header, last, good = existing
     summary = LabelSummary(str(output), teacher.name)
     resumed = 0 if last is None else sum(1 for i in range(config.start, last + 1) if _wanted(i, config))
     summary.resumed = resumed
@@ -245,6 +247,7 @@ def _label_loop(src, teacher, proposer, output: Path, config: LabelConfig, heade
     name = Path(str(src.name).rstrip("/")).stem or "stream"
     if output.exists():
         os.truncate(output, good)                      # a torn last line (a killed run) is cut
+    t0 = time.perf_counter()
     with open(output, "a", encoding="utf-8", newline="\n") as fh:
         for index, item in enumerate(src.frames()):
             if stop.is_set():
@@ -257,13 +260,11 @@ def _label_loop(src, teacher, proposer, output: Path, config: LabelConfig, heade
             if header is None:
                 header = _header(src, teacher, config, expected, item.image)
                 fh.write(json.dumps(header) + "\n")
-            t0 = time.perf_counter()
             try:
                 result = teacher.label(item.image, proposer(item.image) if proposer else None)
             except TeacherError as err:
                 summary.error, summary.exit_code = str(err), EXIT_FAIL
                 break
-            summary.seconds += time.perf_counter() - t0
             record = PoseRecord(name, index, "blazepose33", result.poses, pts=item.pts, teacher=teacher.name,
                                 ignore=result.ignore)
             write_record(fh, record)
@@ -274,6 +275,7 @@ def _label_loop(src, teacher, proposer, output: Path, config: LabelConfig, heade
             bar.update(1)
             if progress:
                 progress(summary.labelled, total)
+    summary.seconds = time.perf_counter() - t0
     bar.close()
     if summary.exit_code == EXIT_OK:
         if summary.interrupted:
