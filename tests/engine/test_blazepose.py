@@ -104,7 +104,7 @@ def test_heatmap_refinement_moves_to_the_peak_only_when_confident():
     hm[10, 10, 1] = -1.0                                      # joint 1: nothing confident
     start = np.array([[41 / 64, 31 / 64], [10.2 / 64, 10.2 / 64]])
     out = bp.refine_from_heatmap(start, hm)
-    np.testing.assert_allclose(out[0], (40.5 / 64, 30.5 / 64), atol=2e-3)
+    np.testing.assert_allclose(out[0], (40 / 64, 30 / 64), atol=2e-3)   # MediaPipe's cell positions
     np.testing.assert_allclose(out[1], start[1])
 
 
