@@ -104,10 +104,21 @@ class Search:
         k, s = bp.merge_detections(np.concatenate(points), np.concatenate(scores), p.merge_distance)
         return bp.alignment_regions(k[:, 0], k[:, 1]).reshape(-1, 4), s
 
-    def look(self, frame: np.ndarray, region: np.ndarray) -> dict | None:
-        """The landmark model on ``region``: the decoded person, or None when its presence is too low."""
-        out = bp.decode_landmarks(self.landmarks(bp.crop(frame, region, bp.LANDMARK_SIZE, replicate=True)), region)
-        return out if out["flag"] >= self.params.min_presence else None
+    def look(self, frame: np.ndarray, region: np.ndarray) -> dict:
+        """The landmark model on ``region``, decoded (``flag``: its person presence)."""
+        return bp.decode_landmarks(self.landmarks(bp.crop(frame, region, bp.LANDMARK_SIZE, replicate=True)), region)
+
+    def examine(self, frame: np.ndarray, region: np.ndarray, budget: int) -> tuple[dict, np.ndarray, int]:
+        """(result, the region it came from, looks taken): one look, and with ``refine`` a second one at the region
+        the first one's landmarks give, kept when it still finds the person."""
+        first = self.look(frame, region)
+        if first["flag"] < self.params.min_presence or not self.params.refine or budget < 2:
+            return first, region, 1
+        better = bp.next_region(first["xy"])
+        if bp.same_region(region, better, centre=0.1, size=1.15):
+            return first, region, 1
+        second = self.look(frame, better)
+        return (second, better, 2) if second["flag"] >= self.params.min_presence else (first, region, 2)
 
     def candidates(self, frame: np.ndarray, proposals: np.ndarray) -> tuple[list, int]:
         """(region, source) pairs, most trusted first, and the number of detections."""
@@ -126,24 +137,24 @@ class Search:
         p, t0 = self.params, time.perf_counter()
         candidates, detections = self.candidates(frame, proposals)
         people, rejected, tried, crops = [], [], [], 0
-        for region, source in candidates:
-            if crops >= p.max_crops or any(bp.same_region(region, t, p.same_person) for t in tried):
+        for candidate, source in candidates:
+            if crops >= p.max_crops or any(bp.same_region(candidate, t, p.same_person) for t in tried):
                 continue
-            tried.append(region)
-            candidate = region
-            person, crops = self.look(frame, region), crops + 1
-            if person is not None and p.refine and crops < p.max_crops:
-                better = bp.next_region(person["xy"])
-                if not bp.same_region(region, better, centre=0.1, size=1.15):
-                    second, crops = self.look(frame, better), crops + 1
-                    person, region = (second, better) if second is not None else (person, region)
-            if person is not None:
-                person.update(region=region, source=SOURCES[source])
-            if person is None or _tilted(person["xy"], p.max_tilt):
-                if source != "proposal" or p.ignore_proposals:   # nobody, or somebody lying down
+            tried.append(candidate)
+            person, region, looks = self.examine(frame, candidate, p.max_crops - crops)
+            crops += looks
+            tilted = person["flag"] >= p.min_presence and _tilted(person["xy"], p.max_tilt)
+            if person["flag"] < p.min_presence or tilted:
+                # ignored: somebody lying down, a person of last frame, a detection the landmark model doubts, a
+                # caller's box with ignore_proposals; a detection it is sure is nobody is a true negative
+                if source == "proposal":
+                    unsure = p.ignore_proposals
+                else:
+                    unsure = tilted or source == "track" or person["flag"] >= p.ignore_presence
+                if unsure:
                     rejected.append(candidate)
                 continue
-            person["candidate"] = candidate
+            person.update(region=region, source=SOURCES[source], candidate=candidate)
             people.append(person)
             tried.append(bp.next_region(person["xy"]))
         people, dropped = _resolve(people)

@@ -54,7 +54,11 @@ class SearchParams:
         merge_distance: detections whose hip centres lie within this share of their body radius are one person
             (``merge_detections``).
         min_presence: the landmark model's person presence from which a region's person is accepted
-            (MediaPipe's 0.5); a rejected region becomes an ignore region.
+            (MediaPipe's 0.5).
+        ignore_presence: a detection whose presence lies between this and ``min_presence`` becomes an ignore
+            region (the teacher is unsure); below it the landmark model is sure nobody is there: a true negative,
+            not ignored (on vtest.avi most rejected detections score under 0.01: cones, posts). A region from last
+            frame's person that finds nobody is always ignored (the person may be hidden).
         box_scale: region side / longer side of a proposal box (the caller's, e.g. posestream's own detections).
         ignore_proposals: a caller's box in which the landmark model finds nobody becomes an ignore region too.
             Off by default: an ignore region is where the teacher saw somebody it could not label (a detection,
@@ -78,6 +82,7 @@ class SearchParams:
     min_detection: float = 0.5
     merge_distance: float = 0.3
     min_presence: float = 0.5
+    ignore_presence: float = 0.1
     box_scale: float = 1.25
     ignore_proposals: bool = False
     refine: bool = True
