@@ -16,6 +16,8 @@ killed run, is cut); a file made with another source, teacher, ``every`` or ``st
 field. Exit codes as ``posestream video``: 0 done, 1 the teacher failed mid-way (the file is complete up to the
 last frame), 2 the input, the output or the teacher cannot be opened, 3 the input ended early (every decodable
 frame labelled), 130 interrupted (the file is complete up to the last frame).
+
+The teacher runs in its own environment: make it once with ``posestream teacher setup`` (``engine.teacher``).
 """
 
 from __future__ import annotations
@@ -301,8 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", help="video file, image folder, webcam:N or URL")
     p.add_argument("-o", "--output", required=True, help="labels file (JSON Lines), resumed when it exists")
     p.add_argument("--teacher", default="auto", choices=("auto", "heavy", "full"),
-                   help="BlazePose landmark model: heavy (more accurate, ~2.5x slower), full, or auto (heavy "
-                        "where the teacher environment has it; default)")
+                   help="BlazePose landmark model: heavy (more accurate; labelling takes ~1.6x as long), full, or "
+                        "auto (heavy where the teacher environment has it; default)")
     p.add_argument("--every", type=int, default=1, help="label every n-th frame (default 1)")
     p.add_argument("--start", type=int, default=0, help="first frame to label (default 0)")
     p.add_argument("--stop", type=int, default=None, help="label frames before this one (default: to the end)")
