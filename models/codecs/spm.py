@@ -1,6 +1,8 @@
 """SPM / SMAP codec: root map + root-anchored displacements (+ depths) for single-stage multi-person pose.
 
-Representation (output maps of size ``(w, h) = input_size / stride``, Z = sqrt(w^2 + h^2) the map diagonal):
+Representation (output maps of size ``(w, h) = input_size / stride``; Z = ``disp_norm`` output pixels, by default
+sqrt(w^2 + h^2) the map diagonal; a model trained on crops and run on whole frames of another size fixes Z to the
+training size's diagonal so that its displacements keep their scale):
 
 * ``root`` [1,H,W]: a Gaussian (``root_sigma`` output pixels, peak 1) at each person's *root point* (the mean
   of the layout's ``root_joints``), merged by element-wise max.
@@ -12,7 +14,8 @@ Representation (output maps of size ``(w, h) = input_size / stride``, Z = sqrt(w
   ``Z_anchor / f_x`` (mm per pixel, ``f_x`` in network-input pixels: SMAP's ``Z / (f * s)`` with ``s`` the resize
   scale folded into ``f_x``); every other joint holds ``(Z_j - Z_parent) / depth_scale`` with the parent of a
   root-level joint being the anchor. Written on the same pixels as ``disp``.
-* ``disp_mask`` [2K,H,W] and ``depth_mask`` [K,H,W]: 1 where a label exists (for masked losses).
+* ``disp_mask`` [2K,H,W] and ``depth_mask`` [K,H,W]: 1 where a label exists (for masked losses); with per-joint
+  ``weights`` (a teacher's confidences) the weight of the owning person's joint instead of 1.
 * ``heatmaps`` [K,H,W] (only when ``heatmap_sigma > 0``): per joint, a Gaussian (``heatmap_sigma`` output pixels,
   peak 1, cut at 3 sigma) at every person's labelled joint, merged by element-wise max. Displacements say which
   person a joint belongs to; the heatmaps say precisely where it is: decoding snaps each regressed joint to its
@@ -52,6 +55,7 @@ class SPMParams:
         heatmap_sigma: > 0: joint heatmaps are encoded (and the network predicts them); 0: none.
         refine_window: odd size of the window around each regressed joint searched for its heatmap maximum.
         refine_threshold: a joint moves to that maximum only when it is at least this high.
+        disp_norm: displacement normaliser Z in output pixels; 0: the output map's diagonal.
     """
 
     input_size: tuple[int, int]
@@ -67,6 +71,7 @@ class SPMParams:
     heatmap_sigma: float = 0.0
     refine_window: int = 5
     refine_threshold: float = 0.1
+    disp_norm: float = 0.0
 
     def __post_init__(self):
         object.__setattr__(self, "input_size", tuple(int(v) for v in self.input_size))
@@ -82,7 +87,7 @@ class SPMParams:
         for name in ("disp_window", "refine_window"):
             if getattr(self, name) < 1 or getattr(self, name) % 2 == 0:
                 raise ValueError(f"{name} must be a positive odd integer, got {getattr(self, name)!r}")
-        for name in ("heatmap_sigma", "refine_threshold"):
+        for name in ("heatmap_sigma", "refine_threshold", "disp_norm"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
 
@@ -93,7 +98,9 @@ class SPMParams:
 
     @property
     def z(self) -> float:
-        """Displacement normaliser: the output map's diagonal in output pixels."""
+        """Displacement normaliser in output pixels: ``disp_norm``, or the output map's diagonal."""
+        if self.disp_norm > 0:
+            return float(self.disp_norm)
         w, h = self.map_size
         return math.sqrt(w * w + h * h)
 
@@ -122,13 +129,15 @@ class SPMCodec:
         return torch.meshgrid(torch.arange(h, dtype=torch.float64, device=device),
                               torch.arange(w, dtype=torch.float64, device=device), indexing="ij")
 
-    def encode(self, keypoints, visibility, xyz=None, intrinsics=None) -> dict:
+    def encode(self, keypoints, visibility, xyz=None, intrinsics=None, weights=None) -> dict:
         """Training targets for one image.
 
         Args:
             keypoints: [N,K,2] input pixels. visibility: [N,K], > 0 where labelled.
             xyz: optional [N,K,3] camera coordinates in mm (only Z is used, for the depth maps).
             intrinsics: optional (fx, fy, cx, cy) in input pixels (only fx is used).
+            weights: optional [N,K] loss weights of the labelled joints (e.g. a teacher's confidences): the
+                masks carry them instead of 1.
         Returns:
             dict of float32 arrays (numpy in -> numpy out, torch in -> torch out): ``root`` [1,H,W], ``disp`` and
             ``disp_mask`` [2K,H,W], ``depth`` and ``depth_mask`` [K,H,W] (zero without ``xyz``), and with
@@ -156,13 +165,17 @@ class SPMCodec:
         fx = self.default_intrinsics()[0] if intrinsics is None else float(intrinsics[0])
         if not fx > 0:
             raise ValueError(f"intrinsics fx must be positive, got {fx!r}")
-        out = self._encode(uv[keep], vis[keep], root[keep], z, fx)
+        wt = torch.ones_like(kp[..., 0]) if weights is None else to_torch("weights", weights, torch.float64, device)
+        check_shape("weights", wt, (kp.shape[0], k))
+        wt = wt * vis
+        out = self._encode(uv[keep], vis[keep], root[keep], z, fx, wt[keep])
         if self.params.heatmap_sigma > 0:
             out["heatmaps"] = self._heatmaps(uv, vis)
         return {name: like_input(keypoints, value.to(torch.float32)) for name, value in out.items()}
 
-    def _encode(self, uv, vis, root, z, fx) -> dict[str, torch.Tensor]:
-        """uv [N,K,2] map px, vis [N,K] bool, root [N,2] map px, z [N,K] mm or None -> target maps."""
+    def _encode(self, uv, vis, root, z, fx, wt) -> dict[str, torch.Tensor]:
+        """uv [N,K,2] map px, vis [N,K] bool, root [N,2] map px, z [N,K] mm or None, wt [N,K] mask weights
+        -> target maps."""
         p = self.params
         (w, h), k, n = p.map_size, self.layout.num_joints, uv.shape[0]
         ys, xs = self._grid(uv.device)
@@ -183,7 +196,8 @@ class SPMCodec:
         disp = (uv[owner] - start[owner] - pix * from_root[:, None]) / p.z  # [H,W,K,2]
         mask = valid[owner] & region  # [H,W,K]
         out["disp"] = (disp * mask[..., None]).permute(2, 3, 0, 1).reshape(2 * k, h, w)
-        out["disp_mask"] = mask[..., None].expand(h, w, k, 2).permute(2, 3, 0, 1).reshape(2 * k, h, w).double()
+        weight = torch.where(mask, wt[owner], 0.0)  # [H,W,K]
+        out["disp_mask"] = weight[..., None].expand(h, w, k, 2).permute(2, 3, 0, 1).reshape(2 * k, h, w)
         if z is not None:
             dpar = list(self.depth_parent)
             target = (z - z[:, dpar]) / p.depth_scale
@@ -191,8 +205,18 @@ class SPMCodec:
             dvalid = vis & vis[:, dpar] & torch.isfinite(target)
             dmask = dvalid[owner] & region
             out["depth"] = torch.where(dmask, target[owner], 0.0).permute(2, 0, 1)
-            out["depth_mask"] = dmask.permute(2, 0, 1).double()
+            out["depth_mask"] = torch.where(dmask, wt[owner], 0.0).permute(2, 0, 1)
         return out
+
+    def joint_discs(self, keypoints, visibility):
+        """[K,H,W] map pixels within 3 ``heatmap_sigma`` of each joint with visibility > 0 (keypoints [N,K,2]
+        input pixels): where those joints' heatmap targets would be drawn. numpy in -> numpy out."""
+        device = keypoints.device if isinstance(keypoints, torch.Tensor) else None
+        kp = to_torch("keypoints", keypoints, torch.float64, device)
+        check_shape("keypoints", kp, (None, self.layout.num_joints, 2))
+        uv = (kp + 0.5) / self.params.stride - 0.5
+        vis = (to_torch("visibility", visibility, torch.float64, device) > 0) & torch.isfinite(uv).all(-1)
+        return like_input(keypoints, self._heatmaps(uv, vis) > 0)
 
     def _heatmaps(self, uv, vis) -> torch.Tensor:
         """uv [N,K,2] map px, vis [N,K] bool -> [K,H,W] max-merged Gaussians cut at 3 sigma."""

@@ -66,7 +66,7 @@ def test_frame_augmentation_keeps_3d_and_intrinsics_consistent():
     sample, image = synthetic_sample(3, "panoptic19", (320, 240), (2, 3))
     rng = np.random.default_rng(1)
     params = AugmentParams(input_size=(256, 192), flip_prob=1.0, occluder_prob=0.0)
-    img, xy, vis, k, xyz = augment_frame(image, sample.xy, sample.vis, PANOPTIC19, params, rng, sample.intrinsics,
+    img, xy, vis, k, xyz, _ = augment_frame(image, sample.xy, sample.vis, PANOPTIC19, params, rng, sample.intrinsics,
                                          sample.xyz)
     assert img.shape == (192, 256, 3)
     fx, fy, cx, cy = k

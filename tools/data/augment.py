@@ -132,25 +132,38 @@ def augment_person(image: np.ndarray, xy: np.ndarray, vis: np.ndarray, person: i
 
 
 def augment_frame(image: np.ndarray, xy: np.ndarray, vis: np.ndarray, layout: Layout, params: AugmentParams,
-                  rng: np.random.Generator, intrinsics: tuple | None = None, xyz: np.ndarray | None = None):
-    """The whole frame fitted (letterboxed) into ``params.input_size``, with random scale, shift and flip
-    when training (no rotation, so pinhole intrinsics stay exact), for multi-person (SPM) training.
+                  rng: np.random.Generator, intrinsics: tuple | None = None, xyz: np.ndarray | None = None,
+                  view: tuple[tuple[float, float], float] | None = None, boxes: np.ndarray | None = None):
+    """A view of the frame at ``params.input_size``, with random scale, shift and flip when training (no
+    rotation, so pinhole intrinsics stay exact), for multi-person (SPM) training.
+
+    ``view`` None: the whole frame fitted (letterboxed), its centre jittered by ``shift``; else ``(centre, side)``:
+    the view centred at ``centre`` (source pixels) with ``side`` source pixels per input pixel (crops of
+    footage at the scale the model will see it). Training scales either by ``params.scale``.
+    ``boxes`` [M,4] (x0, y0, x1, y1 source pixels, e.g. regions to ignore) follow the view and the flip.
 
     Returns (image, xy [N,K,2], vis [N,K], intrinsics (fx, fy, cx, cy) in input pixels or None,
-    xyz [N,K,3] mm (mirrored with the image: X negated, joints swapped) or None).
+    xyz [N,K,3] mm (mirrored with the image: X negated, joints swapped) or None, boxes [M,4] input pixels
+    (empty when none were given)).
     """
     p = params
     h, w = image.shape[:2]
     iw, ih = p.input_size
-    side = max(w / iw, h / ih)  # source pixels per input pixel when letterboxed
-    centre = np.array([(w - 1) / 2.0, (h - 1) / 2.0])
+    if view is None:
+        side = max(w / iw, h / ih)  # source pixels per input pixel when letterboxed
+        centre = np.array([(w - 1) / 2.0, (h - 1) / 2.0])
+    else:
+        centre, side = np.asarray(view[0], np.float64), float(view[1])
     if p.train:
         side *= rng.uniform(*p.scale)
-        centre = centre + rng.normal(0.0, p.shift * max(w, h), 2)
+        if view is None:
+            centre = centre + rng.normal(0.0, p.shift * max(w, h), 2)
     crop = Crop((float(centre[0]), float(centre[1])), (side * iw, side * ih), p.input_size, 0.0)
     img = crop.warp(image)
     out_xy = crop.forward(np.asarray(xy, np.float64)).astype(np.float32)
     out_vis = np.asarray(vis, np.float32).copy()
+    corners = np.zeros((0, 2, 2)) if boxes is None else np.asarray(boxes, np.float64).reshape(-1, 2, 2)
+    out_boxes = crop.forward(corners).reshape(-1, 4).astype(np.float32)
     k = None
     if intrinsics is not None:
         cx, cy = crop.forward(np.array([intrinsics[2], intrinsics[3]], np.float64))
@@ -159,8 +172,10 @@ def augment_frame(image: np.ndarray, xy: np.ndarray, vis: np.ndarray, layout: La
     if p.train:
         flip = bool(rng.random() < p.flip_prob)
         img, out_xy, out_vis = _photometric(img, out_xy, out_vis, layout, p, rng, flip)
+        if flip:
+            out_boxes[:, [0, 2]] = (iw - 1) - out_boxes[:, [2, 0]]
         if flip and k is not None:
             k = (k[0], k[1], (iw - 1) - k[2], k[3])
         if flip and out_xyz is not None:
             out_xyz = out_xyz[:, layout.flip_index] * np.array([-1.0, 1.0, 1.0], np.float32)
-    return img, out_xy, out_vis, k, out_xyz
+    return img, out_xy, out_vis, k, out_xyz, out_boxes

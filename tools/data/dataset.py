@@ -91,7 +91,7 @@ class Targets:
                 "head_size": torch.tensor(head, dtype=torch.float32)}
 
     def _frame_item(self, sample: Sample, image, xy, vis, xyz, rng) -> dict:
-        img, xy2, vis2, k, xyz2 = augment_frame(image, xy, vis, self.layout, self.params, rng, sample.intrinsics, xyz)
+        img, xy2, vis2, k, xyz2, _ = augment_frame(image, xy, vis, self.layout, self.params, rng, sample.intrinsics, xyz)
         maps = self.codec.encode(xy2, vis2, xyz2, k)
         return {"image": _image(img), **{name: torch.from_numpy(v) for name, v in maps.items()}}
 

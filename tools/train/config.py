@@ -2,7 +2,9 @@
 
 ``python -m tools.train --config FILE.toml [flags]`` trains an hourglass or SPM network.
 
-Data: synthetic people generated on the fly (default) or shard files (``tools.data.shards``). Losses: the
+Data: synthetic people generated on the fly (default), shard files (``tools.data.shards``), or labelled footage
+(``source = "footage"``: videos with a teacher's labels from ``posestream label``, mixed with synthetic people;
+see ``tools.data.footage``). Losses: the
 weighted MSE of pose-facts.md for heatmaps (weight ``foreground_weight`` = 82 where the target is > 0, 1
 elsewhere; per stack, summed over stacks, averaged over the batch: intermediate supervision); SPM: L2 on the
 root map + masked L1 on displacements + masked L1 on depths, at every stage. Adam or RMSprop; plateau or
@@ -15,9 +17,17 @@ loss and samples/s; ``log.csv`` (and TensorBoard when installed). Under ``torchr
 Config file sections (every key optional; flags override): [model] name, input_size, layout, arch_args, codec;
 [data] source ("synth"|"shards"), train_samples, val_samples, synth_size, persons, shards, val_shards,
 batch_size, workers, shuffle_buffer, val_seed (the synthetic validation images' seed, default: seed; keep it
-while changing seed to train on fresh images against the same validation set); [augment] AugmentParams fields;
+while changing seed to train on fresh images against the same validation set); for footage: footage (an array
+of tables {video, labels, start, stop}: frames [start, stop) of each video), footage_ratio (share of training
+items taken from the footage, the rest synthetic; default 0.75), val_fraction (the held-out tail of each
+video's labelled frames, by time; default 0.15), val_gap (frames left out between training and that tail;
+default 10), train_size ([w, h] training crops; default the input size), footage_side (frame pixels per input
+pixel at which the model sees the footage; 0: as the engine letterboxes the frame into the input size),
+min_conf (teacher confidence from which a joint is labelled; default 0.5); [augment] AugmentParams fields;
 [optim] optimizer, lr, weight_decay, momentum, schedule, factor, patience, step_size, epochs, grad_clip, amp, seed,
-foreground_weight, root_weight, disp_weight, depth_weight, heatmap_weight, max_steps, init (a checkpoint whose
+foreground_weight, root_weight, disp_weight, depth_weight, heatmap_weight, max_steps, budget_min (> 0: train for
+this many minutes of wall time, the learning rate falling from lr to 0 on a cosine of the time spent, then
+stop; the schedule setting is then unused), init (a checkpoint whose
 matching tensors start the run: fine-tuning, a grown head, or a network grown by stacks:
 models.hourglass.grow_stacks), widen (with init: a network built wider than the checkpoint starts as the narrower
 one: models.checkpoint.widened); [output] dir, tensorboard.
@@ -31,10 +41,11 @@ from pathlib import Path
 SECTIONS = {
     "model": {"name": "model", "input_size": None, "layout": None, "arch_args": None, "codec": None},
     "data": ("source", "train_samples", "val_samples", "synth_size", "persons", "shards", "val_shards",
-             "batch_size", "workers", "shuffle_buffer", "val_seed"),
+             "batch_size", "workers", "shuffle_buffer", "val_seed", "footage", "footage_ratio", "val_fraction",
+             "val_gap", "train_size", "footage_side", "min_conf"),
     "optim": ("optimizer", "lr", "weight_decay", "momentum", "schedule", "factor", "patience", "step_size",
               "epochs", "grad_clip", "amp", "seed", "foreground_weight", "root_weight", "disp_weight", "depth_weight",
-              "heatmap_weight", "max_steps", "init", "widen"),
+              "heatmap_weight", "max_steps", "budget_min", "init", "widen"),
     "output": {"dir": "out", "tensorboard": "tensorboard"},
 }
 
@@ -56,6 +67,13 @@ class TrainConfig:
     workers: int = 2
     shuffle_buffer: int = 256
     val_seed: int | None = None
+    footage: list = field(default_factory=list)
+    footage_ratio: float = 0.75
+    val_fraction: float = 0.15
+    val_gap: int = 10
+    train_size: tuple[int, int] | None = None
+    footage_side: float = 0.0
+    min_conf: float = 0.5
     augment: dict = field(default_factory=dict)
     optimizer: str = "adam"
     lr: float = 7e-4
@@ -75,18 +93,32 @@ class TrainConfig:
     depth_weight: float = 1.0
     heatmap_weight: float = 1.0
     max_steps: int = 0
+    budget_min: float = 0.0
     init: str = ""
     widen: bool = False
     out: str = "runs/train"
     tensorboard: bool = True
 
     def __post_init__(self) -> None:
-        checks = {"source": ("synth", "shards"), "optimizer": ("adam", "rmsprop"), "schedule": ("plateau", "step")}
+        checks = {"source": ("synth", "shards", "footage"), "optimizer": ("adam", "rmsprop"),
+                  "schedule": ("plateau", "step")}
         for name, allowed in checks.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"train config: {name} must be one of {allowed}, got {getattr(self, name)!r}")
         if self.source == "shards" and not (self.shards and self.val_shards):
             raise ValueError("train config: source 'shards' needs data.shards and data.val_shards")
+        if self.source == "footage":
+            if not self.footage:
+                raise ValueError("train config: source 'footage' needs data.footage (tables with video and labels)")
+            for i, item in enumerate(self.footage):
+                unknown = set(item) - {"video", "labels", "start", "stop"}
+                if not isinstance(item, dict) or not {"video", "labels"} <= set(item) or unknown:
+                    raise ValueError(f"train config: data.footage[{i}] must have video and labels (and optionally "
+                                     f"start, stop), got {item!r}")
+            if not 0.0 <= self.footage_ratio <= 1.0:
+                raise ValueError(f"train config: footage_ratio must be in [0, 1], got {self.footage_ratio}")
+        if self.budget_min < 0:
+            raise ValueError(f"train config: budget_min must be >= 0, got {self.budget_min}")
         if self.widen and not self.init:
             raise ValueError("train config: widen needs init (the narrower checkpoint)")
         for name in ("batch_size", "epochs", "train_samples", "val_samples"):
@@ -120,7 +152,7 @@ def load_config(path: str | Path) -> TrainConfig:
             if target is None:
                 values["model_overrides"][key] = tuple(value) if key == "input_size" else value
             else:
-                values[target] = tuple(value) if target in ("synth_size", "persons") else value
+                values[target] = tuple(value) if target in ("synth_size", "persons", "train_size") else value
     return TrainConfig(**values)
 
 

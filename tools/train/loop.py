@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import os
 import random
 import sys
@@ -20,6 +21,7 @@ from models.factory import build_model, model_config
 from models.layouts import get_layout
 from tools.data.augment import AugmentParams
 from tools.data.dataset import ShardDataset, SynthDataset, Targets
+from tools.data.footage import Footage, FootageTargets, FootageValidation, MixedDataset
 from tools.metrics import pckh
 from tools.train.config import TrainConfig
 from tools.train.losses import heatmap_loss, spm_loss
@@ -75,12 +77,30 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.mean = torch.tensor(self.model_cfg.mean, device=self.device).view(1, 3, 1, 1)
         self.std = torch.tensor(self.model_cfg.std, device=self.device).view(1, 3, 1, 1)
-        size = self.model_cfg.input_size
-        self.train_targets = Targets(self.model_cfg, AugmentParams(input_size=size, train=True, **cfg.augment))
-        self.val_targets = Targets(self.model_cfg, AugmentParams(input_size=size, train=False))
         self.out = Path(cfg.out)
+        self.footage = self._footage() if cfg.source == "footage" else []
+        self.train_targets, self.val_targets = self._targets()
+        self.deadline: float | None = None
         self.best: float | None = None
         self.start_epoch = 0
+
+    def _footage(self) -> list[Footage]:
+        """The configured labelled videos (decoded once into ``out/frames-I.npy``)."""
+        return [Footage(item["video"], item["labels"], self.model_cfg.layout, self.out / f"frames-{i}.npy",
+                        int(item.get("start", 0)), item.get("stop"), self.cfg.val_fraction, self.cfg.val_gap)
+                for i, item in enumerate(self.cfg.footage)]
+
+    def _targets(self):
+        """(training, validation) target makers for the configured data."""
+        c, size = self.cfg, self.model_cfg.input_size
+        if c.source != "footage":
+            return (Targets(self.model_cfg, AugmentParams(input_size=size, train=True, **c.augment)),
+                    Targets(self.model_cfg, AugmentParams(input_size=size, train=False)))
+        fw, fh = self.footage[0].size
+        side = c.footage_side or max(fw / size[0], fh / size[1])  # as the engine letterboxes the frame
+        train = AugmentParams(input_size=tuple(c.train_size or size), train=True, **c.augment)
+        return (FootageTargets(self.model_cfg, train, side, c.min_conf),
+                FootageTargets(self.model_cfg, AugmentParams(input_size=size, train=False), side, c.min_conf))
 
     def _optimizer(self) -> torch.optim.Optimizer:
         c, params = self.cfg, self.model.parameters()
@@ -99,7 +119,10 @@ class Trainer:
     def _loader(self, train: bool, epoch: int) -> DataLoader:
         c = self.cfg
         targets = self.train_targets if train else self.val_targets
-        if c.source == "shards":
+        if c.source == "footage":
+            ds = (MixedDataset(targets, self.footage, c.train_samples, c.footage_ratio, c.seed * 1000 + self.rank + 1,
+                               c.synth_size, c.persons) if train else FootageValidation(targets, self.footage))
+        elif c.source == "shards":
             files = c.shards if train else c.val_shards
             files = sorted(str(p) for pattern in files for p in Path().glob(pattern)) or list(files)
             ds = ShardDataset(targets, files[self.rank::self.world] if train else files, c.shuffle_buffer, c.seed)
@@ -139,6 +162,12 @@ class Trainer:
     def _steps(self, bar) -> tuple[float, float]:
         total, count, steps, t0 = 0.0, 0, 0, time.perf_counter()
         for batch in bar:
+            if self.deadline is not None:
+                left = self.deadline - time.monotonic()
+                if left <= 0:
+                    break
+                for group in self.optimizer.param_groups:  # cosine over the time budget
+                    group["lr"] = self.cfg.lr * 0.5 * (1.0 + math.cos(math.pi * (1.0 - left / self.budget_s)))
             _, loss = self._forward(batch)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
@@ -217,11 +246,18 @@ class Trainer:
             self.resume()
         writer = self._tensorboard()
         rows = []
+        if self.cfg.budget_min > 0:
+            self.budget_s = self.cfg.budget_min * 60.0
+            self.deadline = time.monotonic() + self.budget_s
         for epoch in range(self.start_epoch, self.cfg.epochs):
+            if self.deadline is not None and time.monotonic() >= self.deadline:
+                break
             t0 = time.perf_counter()
             train_loss, rate = self.train_epoch(epoch)
             val_loss, metric = self.validate()
-            if self.cfg.schedule == "plateau":
+            if self.deadline is not None:
+                pass  # the learning rate follows the time budget (_steps)
+            elif self.cfg.schedule == "plateau":
                 self.scheduler.step(metric if self.use_pckh and metric is not None else val_loss)
             else:
                 self.scheduler.step()

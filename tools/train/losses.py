@@ -5,7 +5,7 @@
 * SPM: weighted mean squared error on the root map (weight ``root_weight`` where the target is > 0.01 and 1
   elsewhere: without it the sparse root Gaussians are drowned by the background and the peaks stay far
   below the decoding threshold) + ``disp_weight`` x masked L1 on displacements + ``depth_weight`` x
-  masked L1 on depths (masked means are over labelled pixels only; no labels -> 0) + for networks with
+  masked L1 on depths (masked means are over labelled pixels only, weighted by the masks; no labels -> 0) + for networks with
   joint heatmaps ``heatmap_weight`` x the same weighted MSE as the root map's on them.
 
 Outputs larger or smaller than the targets (multi-scale stages) are resized to the target size first.
@@ -39,8 +39,11 @@ def masked_l1(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> t
     return ((_fit(pred, target) - target).abs() * mask).sum() / mask.sum().clamp_min(1.0)
 
 
-def _weighted_mse(pred: torch.Tensor, target: torch.Tensor, foreground_weight: float) -> torch.Tensor:
+def _weighted_mse(pred: torch.Tensor, target: torch.Tensor, foreground_weight: float,
+                  weight_map: torch.Tensor | None = None) -> torch.Tensor:
     weight = torch.where(target > 0.01, foreground_weight, 1.0)
+    if weight_map is not None:
+        weight = weight * weight_map
     return ((_fit(pred, target) - target) ** 2 * weight).mean()
 
 
@@ -50,16 +53,19 @@ def spm_loss(outputs: list[dict], batch: dict, disp_weight: float = 1.0, depth_w
     outputs have them), summed over stages.
 
     batch: ``root`` [B,1,H,W], ``disp`` / ``disp_mask`` [B,2K,H,W], ``depth`` / ``depth_mask`` and
-    ``heatmaps`` [B,K,H,W].
+    ``heatmaps`` [B,K,H,W]; optional loss-weight maps ``root_weight_map`` [B,1,H,W] and ``heatmap_weight_map``
+    [B,K,H,W] (labelled footage: 0 where the teacher could not say, see tools.data.footage) multiply the
+    root-map and heatmap terms pixel by pixel. Masks may be weights in [0, 1] (a teacher's confidences).
     """
     total = batch["root"].new_zeros(())
+    root_map, heat_map = batch.get("root_weight_map"), batch.get("heatmap_weight_map")
     for out in outputs:
-        total = total + _weighted_mse(out["root"], batch["root"], root_weight)
+        total = total + _weighted_mse(out["root"], batch["root"], root_weight, root_map)
         total = total + disp_weight * masked_l1(out["disp"], batch["disp"], batch["disp_mask"])
         if "depth" in out and "depth" in batch:
             total = total + depth_weight * masked_l1(out["depth"], batch["depth"], batch["depth_mask"])
         if "heatmaps" in out:
             if "heatmaps" not in batch:
                 raise ValueError("the network predicts joint heatmaps but the batch has no heatmap targets")
-            total = total + heatmap_weight * _weighted_mse(out["heatmaps"], batch["heatmaps"], root_weight)
+            total = total + heatmap_weight * _weighted_mse(out["heatmaps"], batch["heatmaps"], root_weight, heat_map)
     return total
