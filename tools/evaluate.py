@@ -14,6 +14,11 @@ precision / recall / F1 (greedy matching within ``--match-px``), and the acceler
 predicted minus the true frame-to-frame acceleration of each matched person's joints, in px and, root-relative,
 in mm per frame squared; when the truth's person ids are known, as for generated clips).
 Predictions in another layout are converted to the truth's; only joints both layouts share count.
+
+With ``--ref LABELS`` (a teacher's labels from ``posestream label``) the reference is the teacher instead of a
+ground truth, on the labelled frames in [``--start``, ``--stop``): the share of the teacher's persons found,
+PCK@0.2 in torso lengths and the share of false detections (see ``TeacherAccumulator``), e.g.
+``python -m tools.evaluate --model NAME --video clip.mp4 --ref labels.jsonl --start 550``.
 """
 
 from __future__ import annotations
@@ -44,14 +49,7 @@ def match_persons(pred_xy: np.ndarray, gt_xy: np.ndarray, gt_ok: np.ndarray) -> 
     w = gt_ok[None].astype(np.float64)
     cost = (np.nan_to_num(d, nan=1e9) * w).sum(-1) / np.maximum(w.sum(-1), 1.0)
     cost[:, ~gt_ok.any(-1)] = np.inf
-    pairs, used_p, used_g = [], set(), set()
-    for flat in np.argsort(cost, axis=None, kind="stable"):
-        p, g = divmod(int(flat), cost.shape[1])
-        if np.isfinite(cost[p, g]) and p not in used_p and g not in used_g:
-            used_p.add(p)
-            used_g.add(g)
-            pairs.append((p, g))
-    return pairs
+    return M.greedy_pairs(cost)
 
 
 def _in_layout(poses: Poses, layout_name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -146,6 +144,111 @@ class Accumulator:
         return out
 
 
+class TeacherAccumulator:
+    """Predictions against a teacher's labels (``posestream label``) instead of ground truth.
+
+    The teacher's persons are converted into the predictions' layout (derived joints included) and their
+    joints with confidence >= ``min_conf`` count. Each teacher person's size is its torso (shoulders' mean to
+    hips' mean; tools.metrics.torso_sizes); persons with fewer than ``min_joints`` such joints or no torso are
+    not reference persons (a prediction on them is neither found nor false). Predicted and teacher persons pair
+    greedily by mean joint distance in torso lengths, up to ``found_torso`` (default 1). Reported:
+
+    * ``found``: share of reference persons paired with a prediction (recall of persons);
+    * ``pck@T``: share of the paired persons' counted joints within ``T x torso`` of the teacher's (T = ``pck``,
+      0.2), and ``pck@T_all`` with the unpaired reference persons' joints counted as misses;
+    * ``false``: share of predicted persons paired with nobody and not centred in one of the teacher's ignore
+      regions (places it saw a person it could not label);
+    * ``mpjpe_rel_mm``: root-relative 3D distance to the teacher's 3D, where both have it.
+    """
+
+    def __init__(self, layout: str, pck: float = 0.2, min_conf: float = 0.5, found_torso: float = 1.0,
+                 min_joints: int = 4) -> None:
+        self.layout = get_layout(layout)
+        self.pck, self.min_conf, self.found_torso, self.min_joints = pck, min_conf, found_torso, min_joints
+        self.frames = self.refs = self.found = self.preds = self.false = 0
+        self.hits = self.joints = self.missed_joints = 0
+        self.rows3: dict[str, list] = {"pred": [], "ref": [], "ok": []}
+
+    def add(self, pred: Poses, ref: Poses, ignore: np.ndarray | None = None) -> None:
+        """One frame: predictions (this layout), the teacher's persons (any layout), ignore boxes [M,4]."""
+        xy, _, xyz = _in_layout(pred, self.layout.name)
+        rxy, rconf, rxyz = _in_layout(ref, self.layout.name)
+        ok = rconf >= self.min_conf
+        size = M.torso_sizes(rxy, ok, self.layout)
+        counted = (ok.sum(1) >= self.min_joints) & (size > 0)
+        self.frames += 1
+        self.refs += int(counted.sum())
+        self.preds += len(xy)
+        pairs = []
+        if len(xy) and len(rxy):
+            d = np.linalg.norm(xy[:, None] - rxy[None], axis=-1)  # [P,R,K]
+            w = ok[None].astype(np.float64)
+            mean = (np.nan_to_num(d, nan=1e9) * w).sum(-1) / np.maximum(w.sum(-1), 1.0)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                cost = np.where(ok.any(-1) & (size > 0), mean / size, np.inf)
+            pairs = M.greedy_pairs(cost, self.found_torso)
+        paired = {g: p for p, g in pairs}
+        for g in np.flatnonzero(counted):
+            n = int(ok[g].sum())
+            self.joints += n
+            p = paired.get(int(g))
+            if p is None:
+                self.missed_joints += n
+                continue
+            self.found += 1
+            self.hits += int((np.linalg.norm(xy[p] - rxy[g], axis=-1)[ok[g]] <= self.pck * size[g]).sum())
+            if xyz is not None and rxyz is not None:
+                self.rows3["pred"].append(xyz[p])
+                self.rows3["ref"].append(rxyz[g])
+                self.rows3["ok"].append(ok[g])
+        boxes = np.zeros((0, 4)) if ignore is None else np.asarray(ignore, np.float64).reshape(-1, 4)
+        for p in set(range(len(xy))) - {p for p, _ in pairs}:
+            c = np.nanmean(xy[p], axis=0)
+            inside = (boxes[:, 0] <= c[0]) & (c[0] <= boxes[:, 2]) & (boxes[:, 1] <= c[1]) & (c[1] <= boxes[:, 3])
+            self.false += int(not inside.any())
+
+    def summary(self) -> dict:
+        paired_joints = self.joints - self.missed_joints
+        out = {"reference": "teacher", "frames": self.frames, "layout": self.layout.name,
+               "teacher_persons": self.refs, "predicted_persons": self.preds,
+               "found": self.found / self.refs if self.refs else float("nan"),
+               f"pck@{self.pck:g}": self.hits / paired_joints if paired_joints else float("nan"),
+               f"pck@{self.pck:g}_all": self.hits / self.joints if self.joints else float("nan"),
+               "false": self.false / self.preds if self.preds else 0.0, "false_persons": self.false,
+               "min_conf": self.min_conf, "found_torso": self.found_torso}
+        if self.rows3["pred"]:
+            r = {k: np.array(v) for k, v in self.rows3.items()}
+            out["mpjpe_rel_mm"] = M.mpjpe(r["pred"], r["ref"], r["ok"], self.layout)
+        return out
+
+
+def label_poses(frame) -> Poses:
+    """A labelled frame (tools.data.footage.LabelledFrame) as Poses: the teacher's confidences as scores."""
+    n = len(frame.xy)
+    return Poses(layout=frame.layout, xy=frame.xy, score=frame.conf, person_score=np.ones(n, np.float32),
+                 track_id=np.full(n, -1, np.int64), xyz=frame.xyz)
+
+
+def evaluate_against_teacher(preds: Iterable[PoseRecord], labels, layout: str, start: int = 0,
+                             stop: int | None = None, **options) -> dict:
+    """``TeacherAccumulator`` summary of predicted records against the labelled frames in [start, stop) of
+    ``labels`` (tools.data.footage.Labels), paired by frame number (a labelled frame without a prediction
+    counts as an empty prediction)."""
+    by_frame = {r.frame: r for r in preds}
+    acc = TeacherAccumulator(layout, **options)
+    k = acc.layout.num_joints
+    for ref in labels.frames:
+        if ref.frame < start or (stop is not None and ref.frame >= stop):
+            continue
+        pred = by_frame.get(ref.frame)
+        acc.add(pred.poses if pred is not None else Poses.empty(layout, k), label_poses(ref), ref.ignore)
+    if not acc.frames:
+        raise ValueError(f"evaluate: {labels.path} has no labelled frame in [{start}, {stop or 'end'})")
+    out = acc.summary()
+    out.update(teacher=labels.teacher, frames_range=[start, stop])
+    return out
+
+
 def evaluate(preds: Iterable[PoseRecord], gts: Iterable[PoseRecord], match_px: float = 10.0,
              score_threshold: float = 0.3) -> dict:
     """Summary metrics of predicted records against ground truth records, paired by frame number.
@@ -213,6 +316,12 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--pred", type=Path, help="predicted pose JSON Lines file")
     src.add_argument("--model", help="checkpoint .safetensors, .onnx file, zoo name or random:NAME")
     p.add_argument("--gt", type=Path, help="ground truth pose JSON Lines file (visibility in place of score)")
+    p.add_argument("--ref", type=Path, help="a teacher's labels (posestream label) as the reference instead of --gt: "
+                                            "share of its persons found, PCK in torso lengths, false detections")
+    p.add_argument("--start", type=int, default=0, help="--ref: first frame scored (default 0)")
+    p.add_argument("--stop", type=int, help="--ref: frames from --stop on are not scored (default: all)")
+    p.add_argument("--pck", type=float, default=0.2, help="--ref: PCK threshold in torso lengths (default 0.2)")
+    p.add_argument("--min-conf", type=float, default=0.5, help="--ref: teacher joints counted from this confidence")
     p.add_argument("--video", type=Path, help="video to run --model on (frames pair with --gt by number)")
     p.add_argument("--synth", type=int, metavar="SEED", help="run --model on a synthetic clip with this seed")
     p.add_argument("--frames", type=int, default=60, help="frames of the --synth clip (default 60)")
@@ -236,9 +345,53 @@ def _synth_inputs(args) -> tuple[list[np.ndarray], list[PoseRecord]]:
     return [f for f, _ in pairs], [r for _, r in pairs]
 
 
+def _video_subset(path: Path, wanted: set[int]) -> Iterable[np.ndarray]:
+    """The frames of ``path`` whose numbers are in ``wanted``, in order (read as posestream's capture does)."""
+    from stream.sources import SourceError, open_source
+
+    try:
+        source = open_source(str(path))
+    except SourceError as err:
+        raise ValueError(str(err)) from None
+    try:
+        for number, item in enumerate(source.frames()):
+            if number > max(wanted):
+                break
+            if number in wanted:
+                yield item.image
+    finally:
+        source.close()
+
+
+def _against_teacher(args) -> dict:
+    from tools.data.footage import read_labels
+
+    labels = read_labels(args.ref)
+    frames = [f.frame for f in labels.frames if f.frame >= args.start and (args.stop is None or f.frame < args.stop)]
+    if not frames:
+        raise ValueError(f"{args.ref}: no labelled frame in [{args.start}, {args.stop or 'end'})")
+    if args.pred is not None:
+        preds = list(read_pose_file(args.pred))
+    else:
+        if args.video is None:
+            raise ValueError("evaluate: --ref with --model needs --video (the labelled video)")
+        k = labels.intrinsics
+        preds = predict(args.model, _video_subset(args.video, set(frames)), [k] * len(frames), args.backend,
+                        flip_test=args.flip_test, smooth=args.smooth)
+        for record, number in zip(preds, frames):
+            record.frame = number
+    if not preds:
+        raise ValueError("evaluate: no prediction to score")
+    return evaluate_against_teacher(preds, labels, preds[0].layout, args.start, args.stop, pck=args.pck,
+                                    min_conf=args.min_conf)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.ref is not None:
+            summary = _against_teacher(args)
+            return _report(summary, args.output)
         if args.synth is not None:
             if args.model is None:
                 raise ValueError("evaluate: --synth needs --model")
@@ -261,10 +414,14 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"tools.evaluate: {err}", file=sys.stderr)
         return 2
+    return _report(summary, args.output)
+
+
+def _report(summary: dict, output: Path | None) -> int:
     text = json.dumps(summary, indent=2)
     print(text)
-    if args.output:
-        args.output.write_text(text + "\n")
+    if output:
+        output.write_text(text + "\n")
     return 0
 
 

@@ -144,6 +144,22 @@ class Counts:
         return 0.0 if p + r == 0 else 2 * p * r / (p + r)
 
 
+def greedy_pairs(cost: np.ndarray, max_cost: float = np.inf) -> list[tuple[int, int]]:
+    """Greedy one-to-one (row, column) pairs of a cost matrix [P,G], cheapest first, up to ``max_cost``
+    (inclusive); non-finite costs never pair."""
+    cost = np.asarray(cost, np.float64)
+    used_p, used_g, pairs = set(), set(), []
+    for flat in np.argsort(cost, axis=None, kind="stable"):
+        p, g = divmod(int(flat), cost.shape[1])
+        if not cost[p, g] <= max_cost:
+            break
+        if p not in used_p and g not in used_g:
+            used_p.add(p)
+            used_g.add(g)
+            pairs.append((p, g))
+    return pairs
+
+
 def greedy_match(pred: np.ndarray, gt: np.ndarray, max_dist: float) -> list[tuple[int, int]]:
     """Greedy one-to-one matching of points pred [P,D] and gt [G,D], closest pairs first, within ``max_dist``.
 
@@ -151,18 +167,22 @@ def greedy_match(pred: np.ndarray, gt: np.ndarray, max_dist: float) -> list[tupl
     """
     if len(pred) == 0 or len(gt) == 0:
         return []
-    d = np.linalg.norm(np.asarray(pred, np.float64)[:, None] - np.asarray(gt, np.float64)[None], axis=-1)
-    order = np.argsort(d, axis=None, kind="stable")
-    used_p, used_g, pairs = set(), set(), []
-    for flat in order:
-        p, g = divmod(int(flat), d.shape[1])
-        if d[p, g] > max_dist:
-            break
-        if p not in used_p and g not in used_g:
-            used_p.add(p)
-            used_g.add(g)
-            pairs.append((p, g))
-    return pairs
+    return greedy_pairs(np.linalg.norm(np.asarray(pred, np.float64)[:, None] - np.asarray(gt, np.float64)[None],
+                                       axis=-1), max_dist)
+
+
+def torso_sizes(xy: np.ndarray, ok: np.ndarray, layout: Layout) -> np.ndarray:
+    """Torso lengths [N] of persons xy [N,K,2]: the distance from the mean of the shoulders to the mean of the
+    hips (the layout's joints named ``*shoulder`` and ``*hip``, those with ``ok`` [N,K]); NaN where a person
+    has neither shoulder or neither hip."""
+    xy, ok = np.asarray(xy, np.float64), np.asarray(ok, bool)
+    ends = []
+    for part in ("shoulder", "hip"):
+        idx = [j for j, n in enumerate(layout.names) if n.endswith(part)]
+        w = ok[:, idx].astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ends.append((xy[:, idx] * w[..., None]).sum(1) / w.sum(1)[:, None])
+    return np.linalg.norm(ends[0] - ends[1], axis=-1)
 
 
 def joint_counts(pred: np.ndarray, pred_ok: np.ndarray, gt: np.ndarray, gt_ok: np.ndarray, max_dist: float) -> Counts:

@@ -8,6 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from engine.results import Poses
 from models.layouts import get_layout
 from stream.posefile import read_pose_file, write_record
 from tools.evaluate import evaluate, main, match_persons
@@ -113,3 +114,48 @@ def test_cli_runs_a_model_through_the_engine(capsys):
                  "--persons", "1"]) == 0
     s = json.loads(capsys.readouterr().out)
     assert s["frames"] == 2 and 0.0 <= s["pckh@0.5_all"] <= 1.0
+
+
+def _teacher_person(dx: float = 0.0) -> np.ndarray:
+    """A standing panoptic19 person (torso 100 px: neck at y 100, body centre at y 200), shifted by dx."""
+    from models.layouts import Panoptic as P
+
+    xy = np.zeros((19, 2), np.float32)
+    pts = {P.NECK: (300, 100), P.NOSE: (300, 70), P.BODY_CENTER: (300, 200), P.L_SHOULDER: (330, 100),
+           P.R_SHOULDER: (270, 100), P.L_ELBOW: (340, 150), P.R_ELBOW: (260, 150), P.L_WRIST: (345, 195),
+           P.R_WRIST: (255, 195), P.L_HIP: (320, 200), P.R_HIP: (280, 200), P.L_KNEE: (320, 280),
+           P.R_KNEE: (280, 280), P.L_ANKLE: (320, 360), P.R_ANKLE: (280, 360), P.L_EYE: (308, 62),
+           P.R_EYE: (292, 62), P.L_EAR: (315, 66), P.R_EAR: (285, 66)}
+    for j, v in pts.items():
+        xy[j] = v
+    return xy + np.float32([dx, 0.0])
+
+
+def test_teacher_reference_scores_found_pck_and_false_detections():
+    from tools.evaluate import TeacherAccumulator
+
+    def poses(people, conf=None):
+        xy = np.stack(people) if people else np.zeros((0, 19, 2), np.float32)
+        score = np.ones(xy.shape[:2], np.float32) if conf is None else conf
+        return Poses(layout="panoptic19", xy=xy, score=score, person_score=np.ones(len(xy), np.float32),
+                     track_id=np.arange(len(xy)))
+
+    acc = TeacherAccumulator("panoptic19")
+    teacher = poses([_teacher_person(), _teacher_person(200.0)])
+    # person 0 found exactly; person 1 found 15 px off (0.15 torso: within PCK@0.2); one false detection far
+    # away and one inside the teacher's ignore box (not false)
+    acc.add(poses([_teacher_person(), _teacher_person(215.0), _teacher_person(-250.0), _teacher_person(450.0)]),
+            teacher, ignore=np.array([[700, 0, 800, 400]]))
+    # a frame where the teacher's person is missed (a prediction 1.5 torso away does not count as found) and a
+    # teacher person with 3 confident joints that is no reference at all
+    weak = np.zeros((2, 19), np.float32)
+    weak[0] = 1.0
+    weak[1, :3] = 1.0
+    acc.add(poses([_teacher_person(150.0)]), poses([_teacher_person(), _teacher_person(400.0)], weak))
+    out = acc.summary()
+    assert out["teacher_persons"] == 3 and out["found"] == pytest.approx(2 / 3)
+    assert out["pck@0.2"] == 1.0 and out["pck@0.2_all"] == pytest.approx(2 / 3)
+    assert out["false_persons"] == 2 and out["false"] == pytest.approx(2 / 5)
+    acc = TeacherAccumulator("panoptic19")
+    acc.add(poses([_teacher_person(25.0)]), poses([_teacher_person()]))
+    assert acc.summary()["found"] == 1.0 and acc.summary()["pck@0.2"] == 0.0  # 0.25 torso off: found, not precise

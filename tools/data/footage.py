@@ -51,6 +51,7 @@ class LabelledFrame:
     """
 
     frame: int
+    layout: str
     xy: np.ndarray
     conf: np.ndarray
     xyz: np.ndarray | None
@@ -72,13 +73,14 @@ class Labels:
         return str(self.header.get("teacher", "unknown"))
 
 
-def _frame(obj: dict, k: int) -> LabelledFrame:
+def _frame(obj: dict, layout: str) -> LabelledFrame:
+    k = get_layout(layout).num_joints
     persons = obj["persons"]
     kps = np.asarray([q["keypoints"] for q in persons], np.float32).reshape(len(persons), k, 3)
     has_3d = bool(persons) and all(q.get("keypoints_3d") is not None for q in persons)
     xyz = np.asarray([q["keypoints_3d"] for q in persons], np.float32).reshape(-1, k, 3) if has_3d else None
     ignore = np.asarray(obj.get("ignore") or [], np.float32).reshape(-1, 4)
-    return LabelledFrame(int(obj["frame"]), kps[..., :2].copy(), np.clip(kps[..., 2], 0.0, 1.0), xyz, ignore)
+    return LabelledFrame(int(obj["frame"]), layout, kps[..., :2].copy(), np.clip(kps[..., 2], 0.0, 1.0), xyz, ignore)
 
 
 def read_labels(path: str | Path) -> Labels:
@@ -102,7 +104,7 @@ def read_labels(path: str | Path) -> Labels:
             layout = layout or obj["layout"]
             if obj["layout"] != layout:
                 raise ValueError(f"layout {obj['layout']!r} after {layout!r}")
-            frames.append(_frame(obj, get_layout(layout).num_joints))
+            frames.append(_frame(obj, layout))
         except (ValueError, KeyError, TypeError, AttributeError) as err:
             raise ValueError(f"labels {path}:{lineno}: malformed record ({err})") from None
     if not frames:
