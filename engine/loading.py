@@ -1,6 +1,7 @@
 """Model specs -> a loaded model description, and ``make_backend`` choosing the backend.
 
-Specs (docs/interfaces.md): ``NAME`` (zoo model ``models/zoo/NAME.safetensors`` + ``.json``),
+Specs (docs/interfaces.md): ``NAME`` (zoo model ``models/zoo/NAME.safetensors`` + ``.json``, else a user's model
+``user_models_dir()/NAME.safetensors``, e.g. one made by ``posestream adapt``),
 ``PATH.safetensors`` (checkpoint + manifest beside it), ``PATH.onnx`` (manifest ``PATH.onnx.json`` beside it),
 ``PATH.engine`` (TensorRT plan + manifest), ``random:NAME`` (``models.build_model(NAME)``, random weights:
 warns), or a ``torch.nn.Module`` with ``.config`` (a ``ModelConfig``) for code that built its own.
@@ -42,6 +43,26 @@ def zoo_dir() -> Path:
     return Path(models.__file__).resolve().parent / "zoo"
 
 
+def user_models_dir() -> Path:
+    """Where a user's own models live (``posestream adapt`` saves there; ``--model NAME`` finds them):
+    ``$POSESTREAM_MODELS``, else ``$XDG_DATA_HOME/posestream/models`` (``~/.local/share/posestream/models``)."""
+    if os.environ.get("POSESTREAM_MODELS"):
+        return Path(os.environ["POSESTREAM_MODELS"])
+    data = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(data) / "posestream" / "models"
+
+
+def _named(spec: str) -> Path:
+    """The checkpoint of model NAME: the zoo's, else the user's; a clear error naming both places."""
+    for folder in (zoo_dir(), user_models_dir()):
+        if (folder / f"{spec}.safetensors").is_file():
+            return folder / f"{spec}.safetensors"
+    known = sorted({p.stem for folder in (zoo_dir(), user_models_dir()) if folder.is_dir()
+                    for p in folder.glob("*.safetensors")})
+    raise ValueError(f"model {spec!r}: not a zoo model nor one of yours in {user_models_dir()} (known: "
+                     f"{', '.join(known) or 'none'}), nor a .safetensors/.onnx/.engine path, nor random:NAME")
+
+
 def resolve_model(spec: str | nn.Module, **overrides) -> LoadedModel:
     """Load ``spec``; ``overrides`` (``random:`` only) go to ``models.build_model``."""
     if isinstance(spec, nn.Module):
@@ -67,11 +88,7 @@ def resolve_model(spec: str | nn.Module, **overrides) -> LoadedModel:
         kind = "onnx" if suffix == ".onnx" else "tensorrt"
         return LoadedModel(f"{path.stem}", manifest_config(manifest, path), kind, path=path, manifest=manifest)
     if suffix != ".safetensors":
-        path = zoo_dir() / f"{spec}.safetensors"
-        if not path.is_file():
-            known = sorted(p.stem for p in zoo_dir().glob("*.safetensors")) if zoo_dir().is_dir() else []
-            raise ValueError(f"model {spec!r}: not a zoo model (known: {', '.join(known) or 'none'}), nor a "
-                             ".safetensors/.onnx/.engine path, nor random:NAME")
+        path = _named(spec)
     if not path.is_file():
         raise ValueError(f"model {spec!r}: file not found")
     module = load_checkpoint(path).eval()

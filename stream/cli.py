@@ -16,6 +16,7 @@ flows:
   posestream serve | capture | render | subscribe          one stage each, over tcp (loopback by default)
   posestream view tcp://127.0.0.1:5560                     a live 2D + 3D viewer of a pose stream (Rerun)
   posestream teacher setup; posestream label IN.mp4 -o labels.jsonl     the BlazePose teacher labels footage
+  posestream adapt clip.mp4 --name mycam --budget-min 60   your camera: teacher labels + fine-tuning, then --model mycam
 
 exit codes:
   0    done
@@ -90,11 +91,22 @@ def _probe(source: str) -> int | None:
         src.close()
 
 
+def plugin_commands() -> dict:
+    """Commands that other packages of posestream provide (``adapt`` from tools, which stream must not import):
+    the ``posestream.commands`` entry points of the installed distribution, name -> EntryPoint."""
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep for ep in entry_points(group="posestream.commands")}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     stages = {"serve": serve_main, "capture": capture_main, "render": render_main}
     if argv and argv[0] in stages:
         return stages[argv[0]](argv[1:])
+    plugins = plugin_commands()
+    if argv and argv[0] in plugins:
+        return plugins[argv[0]].load()(argv[1:])
     if argv and argv[0] == "subscribe":
         from stream.subscribe import main as subscribe_main
 
@@ -119,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("view", help="a live 2D + 3D viewer of an engine's pose stream (Rerun)", add_help=False)
     sub.add_parser("label", help="the BlazePose teacher labels a video's people (resumable)", add_help=False)
     sub.add_parser("teacher", help="make (setup) or inspect (check) the teacher's environment", add_help=False)
+    helps = {"adapt": "fine-tune a multi-person model on your own footage, labelled by a teacher"}
+    for name in sorted(plugins):
+        sub.add_parser(name, help=helps.get(name, f"see posestream {name} --help"), add_help=False)
     args = parser.parse_args(argv)
     from stream.pipeline import run_pipeline
     from stream.sources import SourceError
