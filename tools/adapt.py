@@ -127,9 +127,9 @@ def evaluate_tail(models: dict[str, str], source: str, labels: Path, frames: lis
     """Each model (name -> spec) against the teacher on the labelled frames ``frames`` of ``source``, plus its
     engine's frames per second on them."""
     from engine import Engine
+    from stream.posefile import PoseRecord
     from tools.data.footage import read_labels
     from tools.evaluate import _video_subset, evaluate_against_teacher
-    from stream.posefile import PoseRecord
 
     refs = read_labels(labels)
     images = list(_video_subset(Path(source), set(frames)))
