@@ -11,6 +11,12 @@ out with its ground-truth box (the validation crop of tools.data.augment: square
 is computed on the network's DARK-decoded keypoints; ``--seeds A-B`` gives a range of image seeds.
 
 Seeds must be held out: training draws its seeds from 10**10 upwards (tools/train/loop.py).
+
+``--ref LABELS --video FILE [--start A --stop B]`` scores against a teacher's labels instead (``posestream label``;
+tools.evaluate --ref: share of the teacher's persons found, PCK@0.2 in torso lengths, false detections), each
+``--model`` offline and through the pipeline (``posestream video`` on the excerpt [A, B) of FILE, copied without
+re-encoding loss), and, with ``--teacher-fps``, times the teacher pipeline itself (``posestream label`` on the
+same excerpt) so that the speed ratio comes from one run.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import argparse
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -52,6 +59,78 @@ def run(model: str, layout: str, seeds: list[int], frames: int, persons: tuple[i
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
         live += _renumber(list(read_pose_file(poses)), offset)
     return evaluate(offline, gts), evaluate(live, gts)
+
+
+def cut_video(src: Path, dst: Path, start: int, stop: int | None) -> int:
+    """Frames [start, stop) of ``src`` (numbered as posestream's capture numbers them) into ``dst``, encoded
+    losslessly from the decoded YUV (H.264 qp 0, the source's rate): the excerpt decodes to the same pixels.
+    Returns the frame count."""
+    import av
+
+    count = 0
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        stream_in = inp.streams.video[0]
+        rate = stream_in.average_rate or stream_in.guessed_rate or 30
+        stream = out.add_stream("libx264", rate=rate)
+        stream.width, stream.height, stream.pix_fmt = stream_in.width, stream_in.height, "yuv420p"
+        stream.options = {"qp": "0", "preset": "ultrafast"}
+        for number, frame in enumerate(inp.decode(stream_in)):
+            if stop is not None and number >= stop:
+                break
+            if number >= start:
+                frame = frame.reformat(format="yuv420p")
+                frame.pts = None
+                for packet in stream.encode(frame):
+                    out.mux(packet)
+                count += 1
+        for packet in stream.encode():
+            out.mux(packet)
+    return count
+
+
+def _timed(cmd: list[str]) -> float:
+    """Wall seconds of a command that must succeed."""
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t0
+
+
+def teacher_run(args, workdir: Path) -> None:
+    """Each --model against the teacher's labels, offline and through the pipeline; the teacher's own fps."""
+    from tools.data.footage import read_labels
+    from tools.evaluate import _video_subset, evaluate_against_teacher
+
+    labels = read_labels(args.ref)
+    frames = [f.frame for f in labels.frames if f.frame >= args.start and (args.stop is None or f.frame < args.stop)]
+    if not frames:
+        raise SystemExit(f"tools.bench accuracy: {args.ref} has no labelled frame in [{args.start}, {args.stop})")
+    clip = workdir / "excerpt.mp4"
+    count = cut_video(args.video, clip, args.start, args.stop)
+    info = dict(video=str(args.video), frames=f"{args.start}-{args.start + count - 1}", teacher=labels.teacher,
+                machine=machine())
+    for model in args.models:
+        offline = predict(model, _video_subset(args.video, set(frames)), [labels.intrinsics] * len(frames))
+        for record, number in zip(offline, frames):
+            record.frame = number
+        poses = workdir / f"{Path(model).stem}.jsonl"
+        cmd = [sys.executable, "-m", "stream.cli", "video", str(clip), "-o", str(workdir / "out.mp4"), "--poses",
+               str(poses), "--model", model, "--no-progress"]
+        if labels.intrinsics:
+            cmd += ["--intrinsics", ",".join(f"{v:g}" for v in labels.intrinsics)]
+        seconds = _timed(cmd)
+        piped = _renumber(list(read_pose_file(poses)), args.start)
+        for where, preds in (("offline", offline), ("pipeline", piped)):
+            r = evaluate_against_teacher(preds, labels, preds[0].layout, args.start, args.stop)
+            for key in ("found", "pck@0.2", "pck@0.2_all", "false"):
+                emit("accuracy", f"{where}_{key}", r[key], "fraction", model=model, people=r["teacher_persons"],
+                     predicted=r["predicted_persons"], **info)
+        emit("accuracy", "pipeline_fps", count / seconds, "frames/s", model=model,
+             note="posestream video wall time, start-up included", **info)
+    if args.teacher_fps:
+        seconds = _timed([sys.executable, "-m", "stream.cli", "label", str(clip), "-o", str(workdir / "t.jsonl"),
+                          "--teacher", labels.teacher.removeprefix("blazepose_"), "--no-progress"])
+        emit("accuracy", "teacher_fps", count / seconds, "frames/s", note="posestream label wall time, start-up "
+             "included", **info)
 
 
 def crops_pckh(model: str, seeds: list[int], persons: tuple[int, int], flip_test: bool = False) -> dict:
@@ -106,7 +185,7 @@ def _seed_text(seeds: list[int]) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tools.bench accuracy", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="default", help="model spec (default: default)")
+    p.add_argument("--model", action="append", help="model spec (default: default; repeatable with --ref)")
     p.add_argument("--layout", default="panoptic19", help="ground truth layout: the model's (default panoptic19)")
     p.add_argument("--seeds", type=seed_list, default="31,32,33",
                    help="held-out clip seeds, A,B,C or A-B (default 31,32,33)")
@@ -122,7 +201,19 @@ def main(argv: list[str] | None = None) -> int:
                         "pipeline pass (it equals offline)")
     p.add_argument("--per-clip", action="store_true",
                    help="clips: also score each clip apart and report the worst one (offline; with --live, live too)")
+    p.add_argument("--ref", type=Path, help="a teacher's labels as the reference (needs --video); --model repeatable")
+    p.add_argument("--video", type=Path, help="--ref: the labelled video")
+    p.add_argument("--start", type=int, default=0, help="--ref: first frame scored (default 0)")
+    p.add_argument("--stop", type=int, help="--ref: frames from here on are not scored")
+    p.add_argument("--teacher-fps", action="store_true", help="--ref: also time the teacher pipeline on the excerpt")
     args = p.parse_args(argv)
+    args.models, args.model = args.model or ["default"], (args.model or ["default"])[0]
+    if args.ref is not None:
+        if args.video is None:
+            raise SystemExit("tools.bench accuracy: --ref needs --video")
+        with tempfile.TemporaryDirectory(prefix="posestream-acc-") as tmp:
+            teacher_run(args, Path(tmp))
+        return 0
     if args.protocol == "clips" and (args.live or args.per_clip):
         from tools.bench._live import run_clips
 
