@@ -212,15 +212,19 @@ def _box_mask(boxes: np.ndarray, stride: int, map_size: tuple[int, int]) -> np.n
 class FootageTargets:
     """Training items (image + SPM targets + loss-weight maps) of labelled frames and of synthetic samples.
 
-    ``config``: the model (its layout, codec, input size: the validation view). ``train_size``: the training
-    crop size (w, h), default the input size. ``side``: frame pixels per input pixel at which the model sees
-    the footage (1.0: native resolution). The codec keeps the model's displacement normaliser at every size.
+    ``config``: the model (its layout, codec, input size: the validation view); ``params.input_size``: the size
+    of the views made (training crops, or the model's input for validation). ``side``: frame pixels per input
+    pixel at which the model sees the footage (1.0: native resolution). A training crop is centred near a
+    labelled person (within 0.6 of its half-size) with probability ``person_crops``, else anywhere in the frame.
+    The codec keeps the model's displacement normaliser at every size.
     """
 
-    def __init__(self, config: ModelConfig, params: AugmentParams, side: float, min_conf: float = 0.5):
+    def __init__(self, config: ModelConfig, params: AugmentParams, side: float, min_conf: float = 0.5,
+                 person_crops: float = 0.8):
         if config.arch != "spm":
             raise ValueError(f"footage training needs an SPM model, got {config.arch!r} ({config.name})")
         self.config, self.params, self.side, self.min_conf = config, params, float(side), float(min_conf)
+        self.person_crops = float(person_crops)
         self.layout = get_layout(config.layout)
         model_codec = config.spm_codec()
         self.codec = SPMCodec(replace(model_codec.params, input_size=tuple(params.input_size),
@@ -229,11 +233,17 @@ class FootageTargets:
     def footage_item(self, footage: Footage, frame: int, rng: np.random.Generator) -> dict:
         image, xy, conf, xyz, ignore = footage.get(frame)
         h, w = image.shape[:2]
-        if self.params.train:  # a crop anywhere in the frame, at the model's scale
+        if self.params.train:  # a crop at the model's scale: around a labelled person, else anywhere
             iw, ih = self.params.input_size
             half = np.array([iw, ih]) * self.side / 2.0
             lo, hi = np.minimum(half, [w / 2.0, h / 2.0]), np.maximum([w - half[0], h - half[1]], [w / 2.0, h / 2.0])
-            centre = rng.uniform(lo - 0.5, hi - 0.5)
+            people = np.flatnonzero((conf >= self.min_conf).sum(1) >= 4)
+            if len(people) and rng.random() < self.person_crops:
+                n = int(rng.choice(people))
+                anchor = xy[n][conf[n] >= self.min_conf].mean(axis=0)
+                centre = np.clip(anchor + rng.uniform(-0.6, 0.6, 2) * half, lo - 0.5, hi - 0.5)
+            else:
+                centre = rng.uniform(lo - 0.5, hi - 0.5)
         else:
             centre = np.array([(w - 1) / 2.0, (h - 1) / 2.0])
         img, xy2, conf2, k, xyz2, boxes = augment_frame(image, xy, conf, self.layout, self.params, rng,
