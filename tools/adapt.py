@@ -29,6 +29,7 @@ import re
 import shutil
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,8 @@ from tools.cli import frame_size
 
 EXIT_INPUT, EXIT_EARLY, EXIT_INTERRUPTED = 2, 3, 130
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+TRAIN_CROP = (256, 192)  # training crops (w, h): the batch's pixels go to people (tools.data.footage)
+THRESHOLDS = (0.0, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,7 +111,7 @@ def train_config(args, base, labels: Path, workdir: Path, frame: tuple[int, int]
     size = tuple(args.input_size) if args.input_size else adapted_input(frame, cfg.size_multiple)
     if size[0] % cfg.size_multiple or size[1] % cfg.size_multiple:
         raise ValueError(f"--input-size {size[0]}x{size[1]}: both sides must be multiples of {cfg.size_multiple}")
-    crop = tuple(min(a, b) for a, b in zip(cfg.input_size, size))
+    crop = tuple(min(c, v) for c, v in zip(TRAIN_CROP, size))  # people are small in a fixed camera's frame
     codec = {**cfg.codec, "disp_norm": cfg.spm_codec().params.z}
     overrides = {"layout": cfg.layout, "input_size": size, "codec": codec, "arch_args": dict(cfg.arch_args),
                  "mean": cfg.mean, "std": cfg.std}
@@ -117,40 +120,62 @@ def train_config(args, base, labels: Path, workdir: Path, frame: tuple[int, int]
         footage["stop"] = args.stop
     return TrainConfig(model=cfg.name, model_overrides=overrides, source="footage", footage=[footage],
                        footage_ratio=args.footage_ratio, val_fraction=args.val_fraction, val_gap=10, train_size=crop,
-                       train_samples=128, batch_size=8, workers=1, synth_size=(640, 480), persons=(1, 6),
+                       train_samples=512, batch_size=16, workers=1, synth_size=(640, 480), persons=(1, 6),
                        optimizer="adam", lr=args.lr, grad_clip=5.0, epochs=100_000, budget_min=budget_min, amp=False,
                        seed=1, init=str(base.path), out=str(workdir / "train"), tensorboard=False,
                        augment={"occluder_prob": 0.2})
 
 
-def evaluate_tail(models: dict[str, str], source: str, labels: Path, frames: list[int], layout: str) -> dict:
-    """Each model (name -> spec) against the teacher on the labelled frames ``frames`` of ``source``, plus its
+def predict_tail(spec: str, source: str, frames: list[int], intrinsics) -> tuple[list, float]:
+    """``spec``'s records on the frames ``frames`` of ``source`` (one engine call per frame, as live) and its
     engine's frames per second on them."""
     from engine import Engine
     from stream.posefile import PoseRecord
-    from tools.data.footage import read_labels
-    from tools.evaluate import _video_subset, evaluate_against_teacher
+    from tools.evaluate import _video_subset
 
-    refs = read_labels(labels)
     images = list(_video_subset(Path(source), set(frames)))
-    out = {}
-    for name, spec in models.items():
-        with Engine(spec, max_batch=1) as engine:
-            engine.infer(images[:1])  # warm-up (and the ONNX export of a checkpoint)
-            t0 = time.perf_counter()
-            poses = [engine.infer([im], intrinsics=[refs.intrinsics])[0] for im in images]
-            fps = len(images) / (time.perf_counter() - t0)
-        preds = [PoseRecord("adapt", n, p.layout, p) for n, p in zip(frames, poses)]
-        out[name] = {**evaluate_against_teacher(preds, refs, poses[0].layout, frames[0], frames[-1] + 1),
-                     "engine_fps": round(fps, 2)}
+    with Engine(spec, max_batch=1) as engine:
+        engine.infer(images[:1])  # warm-up (and the ONNX export of a checkpoint)
+        t0 = time.perf_counter()
+        poses = [engine.infer([im], intrinsics=[intrinsics])[0] for im in images]
+        fps = len(images) / (time.perf_counter() - t0)
+    return [PoseRecord("adapt", n, p.layout, p) for n, p in zip(frames, poses)], fps
+
+
+def above(records: list, threshold: float) -> list:
+    """The records with only the persons whose person_score is >= ``threshold``."""
+    out = []
+    for r in records:
+        keep = r.poses.person_score >= threshold
+        p = r.poses
+        poses = type(p)(layout=p.layout, xy=p.xy[keep], score=p.score[keep], person_score=p.person_score[keep],
+                        track_id=p.track_id[keep], xyz=None if p.xyz is None else p.xyz[keep])
+        out.append(replace(r, poses=poses))
     return out
 
 
-def save(best: Path, name: str, provenance: dict) -> Path:
-    """The adapted checkpoint as ``user_models_dir()/NAME`` (float16 weights, manifest with provenance)."""
+def calibrate(records: list, labels, frames: list[int], grid=THRESHOLDS) -> tuple[float, dict]:
+    """The person_score threshold of ``grid`` with the best F1 of persons (found against 1 - false) on the
+    labelled ``frames``, and its figures."""
+    from tools.evaluate import evaluate_against_teacher
+
+    best = None
+    for t in grid:
+        r = evaluate_against_teacher(above(records, t), labels, records[0].layout, frames[0], frames[-1] + 1)
+        precision, recall = 1.0 - r["false"], r["found"]
+        f1 = 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
+        if best is None or f1 > best[0]:
+            best = (f1, t, r)
+    return best[1], best[2]
+
+
+def save(best: Path, name: str, provenance: dict, codec: dict) -> Path:
+    """The adapted checkpoint as ``user_models_dir()/NAME`` (float16 weights, manifest with provenance), its
+    decoding parameters updated with ``codec`` (e.g. the calibrated person_threshold)."""
     from models.checkpoint import load_checkpoint, read_manifest, save_checkpoint
 
     model = load_checkpoint(best)
+    model.config = replace(model.config, codec={**model.config.codec, **codec})
     prov = {**read_manifest(best).get("provenance", {}), **provenance}
     folder = user_models_dir()
     folder.mkdir(parents=True, exist_ok=True)
@@ -196,7 +221,14 @@ def run(args) -> int:
     rows = trainer.fit()
     best = workdir / "train" / "best.safetensors"
     say(f"3/4 evaluating against the teacher on the held-out tail: frames {tail[0]}-{tail[-1]} ({len(tail)})")
-    figures = evaluate_tail({"adapted": str(best), "base": args.base}, args.source, labels, tail, base.config.layout)
+    from tools.evaluate import evaluate_against_teacher
+
+    adapted, fps = predict_tail(str(best), args.source, tail, refs.intrinsics)
+    threshold, adapted_figures = calibrate(adapted, refs, tail)
+    base_records, base_fps = predict_tail(args.base, args.source, tail, refs.intrinsics)
+    figures = {"adapted": {**adapted_figures, "person_threshold": threshold, "engine_fps": round(fps, 2)},
+               "base": {**evaluate_against_teacher(base_records, refs, base.config.layout, tail[0], tail[-1] + 1),
+                        "engine_fps": round(base_fps, 2)}}
     minutes = (time.monotonic() - t0) / 60.0
     provenance = {"data": "footage", "adapt": {
         "source": str(Path(args.source).resolve()), "base": args.base, "teacher": refs.teacher,
@@ -206,7 +238,7 @@ def run(args) -> int:
         "minutes": {"labelling": round(label_min, 2), "fine_tuning": round(sum(r["seconds"] for r in rows) / 60, 2),
                     "total": round(minutes, 2), "budget": args.budget_min},
         "held_out_vs_teacher": figures}}
-    target = save(best, args.name, provenance)
+    target = save(best, args.name, provenance, {"person_threshold": threshold})
     say(f"4/4 saved {target} in {minutes:.1f} min; run it with: posestream run --source webcam:0 --model {args.name}")
     print(json.dumps({"model": args.name, "path": str(target), "minutes": round(minutes, 2), **figures},
                      default=_json))

@@ -56,6 +56,7 @@ class SPMParams:
         refine_window: odd size of the window around each regressed joint searched for its heatmap maximum.
         refine_threshold: a joint moves to that maximum only when it is at least this high.
         disp_norm: displacement normaliser Z in output pixels; 0: the output map's diagonal.
+        person_threshold: persons whose ``person_score`` is below this are dropped (0: keep every root found).
     """
 
     input_size: tuple[int, int]
@@ -72,6 +73,7 @@ class SPMParams:
     refine_window: int = 5
     refine_threshold: float = 0.1
     disp_norm: float = 0.0
+    person_threshold: float = 0.0
 
     def __post_init__(self):
         object.__setattr__(self, "input_size", tuple(int(v) for v in self.input_size))
@@ -87,6 +89,8 @@ class SPMParams:
         for name in ("disp_window", "refine_window"):
             if getattr(self, name) < 1 or getattr(self, name) % 2 == 0:
                 raise ValueError(f"{name} must be a positive odd integer, got {getattr(self, name)!r}")
+        if not 0.0 <= self.person_threshold < 1.0:
+            raise ValueError(f"person_threshold must be in [0, 1), got {self.person_threshold!r}")
         for name in ("heatmap_sigma", "refine_threshold", "disp_norm"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")

@@ -181,6 +181,9 @@ def decode_spm(codec, outputs: dict, intrinsics: torch.Tensor | None = None) -> 
         # a person's confidence: its root peak times the mean of its joints' heatmap peaks (as DEKR scores a
         # pose), so a root with no body behind it ranks low; kept above 0 for the rows that hold a person
         person_score = (person_score * score.mean(dim=-1)).clamp(min=1e-6) * valid
+    if p.person_threshold > 0:  # rows stay ordered: find_roots' and the re-ordering below are by score
+        valid = valid * (person_score >= p.person_threshold).to(valid.dtype)
+        person_score, score = person_score * valid, score * valid[:, :, None]
     xy = ((xy + 0.5) * p.stride - 0.5) * valid[:, :, None, None]
     xyz = None
     if depth is not None:
@@ -197,7 +200,7 @@ def decode_spm(codec, outputs: dict, intrinsics: torch.Tensor | None = None) -> 
         order = _descending(person_score)
         xy, score, person_score = _rows(xy, order), _rows(score, order), person_score.gather(1, order)
         xyz = None if xyz is None else _rows(xyz, order)
-    return SPMDecoded(xy=xy, score=score, person_score=person_score, count=(pscore > 0).sum(dim=1), xyz=xyz)
+    return SPMDecoded(xy=xy, score=score, person_score=person_score, count=(valid > 0).sum(dim=1), xyz=xyz)
 
 
 def _descending(score: torch.Tensor) -> torch.Tensor:

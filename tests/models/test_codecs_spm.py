@@ -245,6 +245,25 @@ def test_person_score_weighs_the_root_by_the_joints_and_orders_the_rows():
     assert ps[2] < 0.3  # 5 of 19 joints seen
 
 
+def test_person_threshold_drops_weak_persons_and_keeps_the_rest_in_order():
+    codec = _heat_codec()
+    kp, _, roots = _scene(codec, 3, 21, codec.default_intrinsics())
+    kp = np.clip(kp, 8, [311, 247])
+    alone = [codec.encode(kp[i:i + 1], np.ones((1, kp.shape[1]))) for i in range(3)]
+    faint = np.where(np.arange(kp.shape[1])[:, None, None] < 5, alone[0]["heatmaps"], 0.0)  # person 0: 5 joints
+    maps = {"root": np.maximum.reduce([a["root"] for a in alone]), "disp": codec.encode(kp, np.ones(kp.shape[:2]))["disp"],
+            "heatmaps": np.maximum.reduce([faint, alone[1]["heatmaps"], alone[2]["heatmaps"]])}
+    maps = {k: torch.from_numpy(v)[None].float() for k, v in maps.items()}
+    every = codec.decode(maps)
+    strict = SPMCodec(SPMParams(**{**codec.params.__dict__, "person_threshold": 0.5})).decode(maps)
+    assert every.count.tolist() == [3] and strict.count.tolist() == [2]
+    ps = strict.person_score[0].numpy()
+    assert ps[0] >= ps[1] >= 0.5 and not ps[2:].any() and not strict.xy[0, 2:].any()
+    torch.testing.assert_close(strict.xy[0, :2], every.xy[0, :2])  # the persons kept are decoded as before
+    with pytest.raises(ValueError, match="person_threshold"):
+        SPMParams(input_size=INPUT, person_threshold=1.0)
+
+
 def test_rows_with_equal_scores_keep_their_order():
     from models.codecs.spm_decode import _descending
 

@@ -52,7 +52,7 @@ def test_fine_tuning_keeps_the_base_network_and_its_displacement_scale(tmp_path)
     base = resolve_model("default")
     cfg = train_config(args, base, tmp_path / "labels.jsonl", tmp_path, (768, 576), 30.0)
     over = cfg.model_overrides
-    assert over["input_size"] == (768, 576) and cfg.train_size == tuple(base.config.input_size)
+    assert over["input_size"] == (768, 576) and cfg.train_size == (256, 192)
     assert over["arch_args"] == base.config.arch_args and cfg.init == str(base.path)
     assert over["codec"]["disp_norm"] == pytest.approx(base.config.spm_codec().params.z)
     assert cfg.footage[0]["stop"] == 550 and cfg.budget_min == 30.0 and cfg.source == "footage"
