@@ -36,6 +36,7 @@ import numpy as np
 
 from engine.loading import resolve_model, user_models_dir, zoo_dir
 from tools.cli import frame_size
+from tools.train.loop import LOSS_WEIGHTS
 
 EXIT_INPUT, EXIT_EARLY, EXIT_INTERRUPTED = 2, 3, 130
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -115,6 +116,8 @@ def train_config(args, base, labels: Path, workdir: Path, frame: tuple[int, int]
     codec = {**cfg.codec, "disp_norm": cfg.spm_codec().params.z}
     overrides = {"layout": cfg.layout, "input_size": size, "codec": codec, "arch_args": dict(cfg.arch_args),
                  "mean": cfg.mean, "std": cfg.std}
+    recipe = base.manifest.get("provenance", {}).get("train_config", {})
+    weights = {k: recipe[k] for k in LOSS_WEIGHTS if k in recipe}  # the base's balance of its losses
     footage = {"video": str(Path(args.source).resolve()), "labels": str(labels), "start": args.start}
     if args.stop is not None:
         footage["stop"] = args.stop
@@ -123,7 +126,7 @@ def train_config(args, base, labels: Path, workdir: Path, frame: tuple[int, int]
                        train_samples=512, batch_size=16, workers=1, synth_size=(640, 480), persons=(1, 6),
                        optimizer="adam", lr=args.lr, grad_clip=5.0, epochs=100_000, budget_min=budget_min, amp=False,
                        seed=1, init=str(base.path), out=str(workdir / "train"), tensorboard=False,
-                       augment={"occluder_prob": 0.2})
+                       augment={"occluder_prob": 0.2}, **weights)
 
 
 def predict_tail(spec: str, source: str, frames: list[int], intrinsics) -> tuple[list, float]:

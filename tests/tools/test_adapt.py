@@ -55,6 +55,8 @@ def test_fine_tuning_keeps_the_base_network_and_its_displacement_scale(tmp_path)
     assert over["input_size"] == (768, 576) and cfg.train_size == (256, 192)
     assert over["arch_args"] == base.config.arch_args and cfg.init == str(base.path)
     assert over["codec"]["disp_norm"] == pytest.approx(base.config.spm_codec().params.z)
+    recipe = base.manifest["provenance"]["train_config"]
+    assert (cfg.heatmap_weight, cfg.disp_weight) == (recipe["heatmap_weight"], recipe["disp_weight"]) == (10.0, 5.0)
     assert cfg.footage[0]["stop"] == 550 and cfg.budget_min == 30.0 and cfg.source == "footage"
 
 
