@@ -226,12 +226,15 @@ class SPMCodec:
         """uv [N,K,2] map px, vis [N,K] bool -> [K,H,W] max-merged Gaussians cut at 3 sigma."""
         (w, h), k, sigma = self.params.map_size, self.layout.num_joints, self.params.heatmap_sigma
         ys, xs = self._grid(uv.device)
-        if uv.shape[0] == 0:
-            return torch.zeros((k, h, w), dtype=torch.float64, device=uv.device)
-        uv = torch.where(vis[..., None], uv, -1e6)  # unlabelled joints land far outside the map
-        d2 = (xs - uv[..., 0, None, None]) ** 2 + (ys - uv[..., 1, None, None]) ** 2  # [N,K,H,W]
+        out = torch.zeros((k, h, w), dtype=torch.float64, device=uv.device)
+        person, joint = vis.nonzero(as_tuple=True)  # only the labelled joints: [M] each
+        if len(joint) == 0:
+            return out
+        pts = uv[person, joint]  # [M,2]
+        d2 = (xs - pts[:, 0, None, None]) ** 2 + (ys - pts[:, 1, None, None]) ** 2  # [M,H,W]
         g = torch.where(d2 <= 9 * sigma * sigma, torch.exp(-d2 / (2 * sigma * sigma)), 0.0)
-        return g.amax(dim=0)
+        index = joint[:, None].expand(-1, h * w)
+        return out.view(k, h * w).scatter_reduce_(0, index, g.view(-1, h * w), "amax").view(k, h, w)
 
     def decode(self, outputs: dict, intrinsics: torch.Tensor | None = None) -> SPMDecoded:
         """Network outputs -> padded per-person poses; see :func:`models.codecs.spm_decode.decode_spm`."""
