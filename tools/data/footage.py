@@ -10,10 +10,11 @@ What the trainer gets from a labelled frame (``FootageTargets``), beside the SPM
 
 * joints the teacher placed with confidence >= ``min_conf`` are labelled, and the displacement and depth
   masks carry that confidence as their loss weight (``SPMCodec.encode(weights=...)``);
-* ``root_weight_map`` [1,h,w]: 0 inside ignore boxes (a person the teacher missed is neither a positive nor a
-  negative), 1 elsewhere; it weighs the root-map loss;
-* ``heatmap_weight_map`` [K,h,w]: 0 inside ignore boxes and within 3 sigma of each joint the teacher placed
-  below ``min_conf`` (unsure: not a negative either), 1 elsewhere; it weighs the joint-heatmap loss.
+* ``root_weight_map`` [1,h,w]: 0 on the background inside ignore boxes (a person the teacher missed is neither a
+  positive nor a negative; a labelled person inside a box stays a positive), 1 elsewhere; it weighs the
+  root-map loss;
+* ``heatmap_weight_map`` [K,h,w]: the same per joint, and 0 on the background within 3 sigma of each joint the
+  teacher placed below ``min_conf`` (unsure: not a negative either); it weighs the joint-heatmap loss.
 
 Synthetic items get all-ones maps, so both kinds share batches (``MixedDataset``).
 
@@ -251,12 +252,14 @@ class FootageTargets:
                                                          boxes=ignore)
         sure = conf2 >= self.min_conf
         maps = self.codec.encode(xy2, sure, xyz2, k, weights=conf2)
-        ignored = _box_mask(boxes, self.codec.params.stride, self.codec.params.map_size)
-        root_weight = (~ignored)[None].astype(np.float32)
-        heat_weight = np.repeat(root_weight, self.layout.num_joints, axis=0)
+        ignored = _box_mask(boxes, self.codec.params.stride, self.codec.params.map_size)[None]
+        # inside an ignore box only the background goes unweighted: labelled people there stay positives
+        root_weight = (~ignored | (maps["root"] > 0.01)).astype(np.float32)
+        heat_weight = np.ones((self.layout.num_joints, *ignored.shape[1:]), np.float32)
         if "heatmaps" in maps:
+            heat_weight = (~ignored | (maps["heatmaps"] > 0.01)).astype(np.float32)
             unsure = (conf2 > 0) & ~sure
-            heat_weight[self.codec.joint_discs(xy2, unsure)] = 0.0
+            heat_weight[self.codec.joint_discs(xy2, unsure) & (maps["heatmaps"] <= 0.01)] = 0.0
         return self._item(img, maps, root_weight, heat_weight)
 
     def synth_item(self, seed: int, size: tuple[int, int], persons: tuple[int, int], rng: np.random.Generator) -> dict:
