@@ -287,6 +287,11 @@ def _label_loop(src, teacher, proposer, output: Path, config: LabelConfig, exist
     return summary
 
 
+def intrinsics_arg(text: str) -> tuple[float, ...]:
+    """``--intrinsics fx,fy,cx,cy``: four numbers, or an argparse error naming the option."""
+    return _floats(text, 4, "--intrinsics")
+
+
 def _floats(text: str, count: int, what: str) -> tuple[float, ...]:
     try:
         values = tuple(float(v) for v in text.split(","))
@@ -311,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--proposals", default="none",
                    help="a posestream model (zoo NAME, PATH, ...) whose detections the teacher also looks at, or "
                         "none (default)")
-    p.add_argument("--intrinsics", type=lambda t: _floats(t, 4, "--intrinsics"),
+    p.add_argument("--intrinsics", type=intrinsics_arg,
                    help="camera fx,fy,cx,cy in frame pixels for 3D (default: f = frame width, c = frame centre)")
     p.add_argument("--threads", type=int, default=2, help="the teacher's threads (default 2)")
     p.add_argument("--teacher-python", help="a teacher environment's Python (default: .venv-teacher/bin/python)")

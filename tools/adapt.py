@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.loading import resolve_model, user_models_dir, zoo_dir
+from stream.label import intrinsics_arg
 from tools.cli import frame_size
 from tools.train.loop import LOSS_WEIGHTS
 
@@ -54,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="minutes for the whole job: labelling, fine-tuning (what is left), evaluation (default 60)")
     p.add_argument("--teacher", default="auto", choices=("auto", "heavy", "full"),
                    help="BlazePose landmark model (auto: heavy where its weights are installed, else full)")
+    p.add_argument("--teacher-python", help="a teacher environment's Python (default: .venv-teacher, made by "
+                                            "posestream teacher setup)")
     p.add_argument("--every", type=int, default=1, help="label every N-th frame (default 1)")
     p.add_argument("--start", type=int, default=0, help="first frame used (default 0)")
     p.add_argument("--stop", type=int, help="frames from --stop on are not used (default: to the end)")
@@ -66,8 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=3e-4, help="peak learning rate (cosine over the budget; default 3e-4)")
     p.add_argument("--workdir", type=Path, help="labels, decoded frames and the training run (default: "
                                                 "USER_MODELS/NAME.work; kept for a rerun)")
-    p.add_argument("--intrinsics", help="camera fx,fy,cx,cy in frame pixels for the teacher's 3D (default: f = "
-                                        "frame width, c = frame centre)")
+    p.add_argument("--intrinsics", type=intrinsics_arg, help="camera fx,fy,cx,cy in frame pixels for the teacher's "
+                                                              "3D (default: f = frame width, c = frame centre)")
     p.add_argument("--force", action="store_true", help="replace an adapted model of the same name")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
@@ -190,7 +193,7 @@ def save(best: Path, name: str, provenance: dict, codec: dict) -> Path:
 
 def run(args) -> int:
     t0 = time.monotonic()
-    from stream.label import label_video
+    from stream.label import LabelConfig, LabelError, label_video
 
     base = resolve_model(args.base)
     workdir = args.workdir or user_models_dir() / f"{args.name}.work"
@@ -198,10 +201,17 @@ def run(args) -> int:
     labels = workdir / "labels.jsonl"
     say(f"1/4 labelling {args.source} frames {args.start}-{args.stop if args.stop is not None else 'end'} with the "
         f"teacher into {labels}")
-    code, info = label_video(args.source, labels, teacher=args.teacher, every=args.every, start=args.start,
-                             stop=args.stop, intrinsics=args.intrinsics, progress=not args.no_progress)
-    if code not in (0, EXIT_EARLY):
-        return code
+    config = LabelConfig(teacher=args.teacher, every=args.every, start=args.start, stop=args.stop,
+                         intrinsics=args.intrinsics, python=args.teacher_python, progress=not args.no_progress)
+    try:
+        summary = label_video(args.source, labels, config)
+    except LabelError as err:
+        raise ValueError(str(err)) from None
+    if summary.exit_code not in (0, EXIT_EARLY):
+        say(f"labelling stopped ({summary.error or 'interrupted'}); the labels so far are kept in {labels}")
+        return summary.exit_code
+    say(f"labelled {summary.labelled} frames ({summary.resumed} already done), {summary.persons} persons, "
+        f"{summary.seconds / 60:.1f} min")
     label_min = (time.monotonic() - t0) / 60.0
     from tools.data.footage import read_labels, split_tail
 
@@ -209,9 +219,9 @@ def run(args) -> int:
     frame = tuple(refs.header.get("frame_size") or ())
     used = [f.frame for f in refs.frames if f.frame >= args.start and (args.stop is None or f.frame < args.stop)]
     _, tail = split_tail(used, args.val_fraction, 10)
-    reserve = 1.0 + 0.02 * len(tail)  # minutes for the evaluation and the save
+    reserve = 0.5 + 0.02 * len(tail)  # minutes for the evaluation and the save
     train_min = args.budget_min - label_min - reserve
-    if train_min < 1.0:
+    if train_min < 0.5:
         raise ValueError(f"labelling took {label_min:.1f} of the {args.budget_min:g} budget minutes: no time "
                          "left to fine-tune (raise --budget-min, or label fewer frames with --every / --stop)")
     cfg = train_config(args, base, labels, workdir, frame, train_min)

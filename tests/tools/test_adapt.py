@@ -72,3 +72,37 @@ def test_models_are_found_in_the_user_folder(tmp_path, monkeypatch):
     for suffix in (".safetensors", ".json"):
         shutil.copy(zoo_dir() / f"default{suffix}", tmp_path / f"mine{suffix}")
     assert resolve_model("mine").path == tmp_path / "mine.safetensors"
+
+
+def test_adapt_end_to_end_on_real_footage(tmp_path, monkeypatch, teacher_python, capsys):
+    """Flow 5 on a real 24-frame excerpt: the teacher labels it, the default is fine-tuned for a minute, the
+    result is scored against the teacher on the held-out tail and saved where --model NAME finds it."""
+    import json
+    from pathlib import Path
+
+    import numpy as np
+
+    from engine import Engine
+    from models.checkpoint import read_manifest
+    from tools.adapt import main as adapt_main
+
+    monkeypatch.setenv("POSESTREAM_MODELS", str(tmp_path / "models"))
+    clip = Path(__file__).resolve().parents[1] / "data" / "vtest_40-63.mp4"
+    code = adapt_main([str(clip), "--name", "tiny", "--budget-min", "3", "--teacher", "full", "--teacher-python",
+                       str(teacher_python), "--val-fraction", "0.25", "--workdir", str(tmp_path / "work"),
+                       "--no-progress"])
+    assert code == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["model"] == "tiny" and Path(out["path"]) == tmp_path / "models" / "tiny.safetensors"
+    adapt = read_manifest(out["path"])["provenance"]["adapt"]
+    assert adapt["teacher"] == "blazepose_full" and adapt["frames"]["labelled"] == 24
+    assert adapt["frames"]["held_out"] == [18, 23] and adapt["frames"]["trained_on"] == 18
+    assert adapt["labelled_persons"] > 24 and adapt["minutes"]["total"] < 3 + 1.0
+    for name in ("adapted", "base"):
+        figures = adapt["held_out_vs_teacher"][name]
+        assert figures["teacher_persons"] > 0 and 0.0 <= figures["found"] <= 1.0 and figures["engine_fps"] > 0
+    assert 0.0 <= adapt["held_out_vs_teacher"]["adapted"]["person_threshold"] < 1.0
+    with Engine("tiny") as engine:  # --model tiny finds it, at the camera's resolution
+        assert engine.input_size == (768, 576)
+        poses = engine.infer([np.zeros((576, 768, 3), np.uint8)])[0]
+    assert poses.layout == "panoptic19"
