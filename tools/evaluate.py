@@ -167,6 +167,8 @@ class TeacherAccumulator:
         self.pck, self.min_conf, self.found_torso, self.min_joints = pck, min_conf, found_torso, min_joints
         self.frames = self.refs = self.found = self.preds = self.false = 0
         self.hits = self.joints = self.missed_joints = 0
+        k = self.layout.num_joints
+        self.joint_hits, self.joint_counts = np.zeros(k, np.int64), np.zeros(k, np.int64)
         self.rows3: dict[str, list] = {"pred": [], "ref": [], "ok": []}
 
     def add(self, pred: Poses, ref: Poses, ignore: np.ndarray | None = None) -> None:
@@ -196,7 +198,10 @@ class TeacherAccumulator:
                 self.missed_joints += n
                 continue
             self.found += 1
-            self.hits += int((np.linalg.norm(xy[p] - rxy[g], axis=-1)[ok[g]] <= self.pck * size[g]).sum())
+            near = (np.linalg.norm(xy[p] - rxy[g], axis=-1) <= self.pck * size[g]) & ok[g]
+            self.hits += int(near.sum())
+            self.joint_hits += near
+            self.joint_counts += ok[g]
             if xyz is not None and rxyz is not None:
                 self.rows3["pred"].append(xyz[p])
                 self.rows3["ref"].append(rxyz[g])
@@ -215,7 +220,9 @@ class TeacherAccumulator:
                f"pck@{self.pck:g}": self.hits / paired_joints if paired_joints else float("nan"),
                f"pck@{self.pck:g}_all": self.hits / self.joints if self.joints else float("nan"),
                "false": self.false / self.preds if self.preds else 0.0, "false_persons": self.false,
-               "min_conf": self.min_conf, "found_torso": self.found_torso}
+               "min_conf": self.min_conf, "found_torso": self.found_torso,
+               f"pck@{self.pck:g}_per_joint": {n: round(float(h / c), 4) if c else None for n, h, c in
+                                                zip(self.layout.names, self.joint_hits, self.joint_counts)}}
         if self.rows3["pred"]:
             r = {k: np.array(v) for k, v in self.rows3.items()}
             out["mpjpe_rel_mm"] = M.mpjpe(r["pred"], r["ref"], r["ok"], self.layout)
