@@ -64,6 +64,25 @@ def x_display_problem(wayland_ok: bool = False) -> str | None:
     return None
 
 
+def bind_system_xlib() -> None:
+    """Make OpenCV's Qt use the system's libX11 and libX11-xcb, a matched pair, before it loads its xcb plugin.
+
+    The opencv-python wheel bundles its own libX11-xcb, built against an older libX11 whose private ``Display``
+    layout differs from the system's (the wheel's ``XSetEventQueueOwner`` writes offset 0x40, Debian 12's libX11
+    1.8 reads the owner at 0x48). Qt's ``XSetEventQueueOwner(XCBOwnsEventQueue)`` then misses, Xlib still owns
+    the X event queue, and every ``XFlush`` on Qt's GUI thread can move pending events into Xlib's queue, where
+    Qt never reads them. Whenever Qt's event-reader thread is slower than its GUI thread (a loaded machine) the
+    window loses its MapNotify and stays black for good, or a key press or the close button goes unheard.
+    Libraries loaded with RTLD_GLOBAL come first when the plugin's symbols are bound, so it then takes both
+    halves from the system."""
+    if not sys.platform.startswith("linux"):
+        return
+    for lib in ("X11", "X11-xcb"):
+        name = ctypes.util.find_library(lib)
+        if name:
+            ctypes.CDLL(name, mode=ctypes.RTLD_GLOBAL)
+
+
 def overlay(image: np.ndarray, fps: float | None, latency_ms: float | None) -> np.ndarray:
     """``image`` (BGR, in place) with "fps, latency" drawn in its top-left corner."""
     parts = [f"{fps:.1f} fps" if fps is not None else "-- fps"]
@@ -103,6 +122,7 @@ class Window:
 
     def __init__(self, title: str = "posestream"):
         self.title, self.fps, self.opened = title, FpsMeter(), False
+        bind_system_xlib()
 
     def show(self, image: np.ndarray, capture_ns: int | None = None) -> bool:
         if not self.opened:

@@ -210,11 +210,12 @@ def test_run_show_displays_the_rendered_frames_and_q_stops_the_pipeline_like_ctr
         return np.abs(shot[top:].astype(int) - image[top:].astype(int)).max(axis=2) > 2
 
     # the renderer's drawing again from the pose file (which rounds coordinates to 0.001 px); a screenshot taken
-    # while the window repaints holds parts of two consecutive frames, so each pixel must match one of the best
-    # frame and its neighbours
+    # while the window repaints holds parts of the frame being painted and of the last one painted before it,
+    # which can be several frames back (Qt coalesces repaints when the machine is busy), so each pixel must
+    # match one of the frames up to the best one's successor
     drawn = [draw_poses(decoded[r.frame].copy(), r.poses) for r in records]
     best = min(range(len(drawn)), key=lambda i: differs(drawn[i]).mean())
-    near = np.stack([differs(image) for image in drawn[max(0, best - 1): best + 2]])
+    near = np.stack([differs(image) for image in drawn[:best + 2]])
     unexplained = float(near.all(axis=0).mean())
     assert unexplained < 0.001, f"the window shows frame {records[best].frame} ({unexplained:.2%} of pixels differ)"
     assert differs(decoded[records[best].frame]).mean() > 0.01, "with its skeleton drawn on it"
