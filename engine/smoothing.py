@@ -63,4 +63,6 @@ class OneEuroFilter:
         a = _alpha(cutoff, dt)
         self._x = a * x + (1 - a) * self._x
         self._t = t
+        if not (np.isfinite(self._x).all() and np.isfinite(self._dx).all()):  # ran away: start again from x
+            self._x, self._dx = x.copy(), np.zeros_like(x)
         return self._x.astype(np.float32)

@@ -1,6 +1,8 @@
 """Per-stream person tracking: stable ids across frames, optional One-Euro smoothing per track.
 
-A ``Tracker`` keeps the tracks of one stream. Each frame, the detections (a ``Poses``) are matched to the
+A ``Tracker`` keeps the tracks of one stream. Joints that are not finite never match or move a track, and
+a tracker whose state has run away to non-finite values anyway (joints far beyond any frame, squared in OKS)
+starts afresh rather than carrying them on. Each frame, the detections (a ``Poses``) are matched to the
 tracks' predicted poses (constant-velocity prediction of the joints) by OKS or keypoint-box IoU, one-to-one,
 with the Hungarian algorithm (``scipy.optimize.linear_sum_assignment``) or greedily. Unmatched detections start
 new tracks; a track survives up to ``max_age`` frames without a match, so short misses keep their ids.
@@ -16,6 +18,8 @@ from scipy.optimize import linear_sum_assignment
 
 from engine.results import Poses
 from engine.smoothing import OneEuroFilter, OneEuroParams
+
+MAX_COORD = 1e7  # joints beyond this many pixels are treated as missing
 
 
 @dataclass(frozen=True)
@@ -150,7 +154,8 @@ class Tracker:
         t = st.frames / p.frame_rate if t is None else t
         st.frames += 1
         xy = poses.xy.astype(np.float64)
-        valid = poses.score >= p.joint_threshold
+        valid = (poses.score >= p.joint_threshold) & np.isfinite(xy).all(-1) & (np.abs(xy) < MAX_COORD).all(-1)
+        xy = np.where(valid[..., None], xy, 0.0)
         pairs = match(self._similarity(xy, valid), p.min_similarity, p.matcher)
         ids = np.full(len(poses), -1, np.int64)
         matched = set()
@@ -171,6 +176,9 @@ class Tracker:
             st.tracks.append(_Track(st.next_id, xy[c].copy(), valid[c].copy(), np.zeros_like(xy[c])))
             ids[c] = st.next_id
             st.next_id += 1
+        if not all(np.isfinite(tr.xy).all() and np.isfinite(tr.velocity).all() for tr in st.tracks):
+            self._state = _State(next_id=st.next_id, frames=st.frames)  # ids keep counting up: none is reused
+            return replace(poses, track_id=np.full(len(poses), -1, np.int64))
         return self._smooth(replace(poses, track_id=ids), t)
 
     def _smooth(self, poses: Poses, t: float) -> Poses:

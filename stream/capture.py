@@ -8,7 +8,13 @@ Modes (see stream.transport for the socket policy):
 * **lossless**: the reader blocks when ``policy.window`` frames wait (back-pressure reaches the decoder);
   every frame stays buffered until acknowledged; after an engine restart (new heartbeat instance), a
   resend request, or no progress for ``peer_timeout_s``, the sender goes back to the oldest unacknowledged
-  frame (go-back-N; the engine drops duplicates by seq). The stream ends with an acknowledged EndOfStream.
+  frame (go-back-N; the engine drops duplicates by seq). A frame counts as acknowledged only once the
+  stream's renderer wrote it (the engine passes its acknowledgements on); when nothing is acknowledged for
+  ``give_up_s`` (the renderer is gone, and the engine says so) the capture stops with an error naming why.
+  The stream ends with an acknowledged EndOfStream.
+
+With ``shm`` the capture announces its shared-memory ring in its heartbeats (sent before the first frame that
+uses it); the engine reads no other file.
 """
 
 from __future__ import annotations
@@ -25,7 +31,8 @@ import numpy as np
 import zmq
 
 from stream import wire
-from stream.shm import ShmRing
+from stream.security import CurveKeys
+from stream.shm import ShmRing, sweep_stale
 from stream.sources import Source, SourceFrame
 from stream.transport import Policy, frame_dealer
 
@@ -43,7 +50,8 @@ class CaptureConfig:
     jpeg_quality: int | None = None      # send JPEG instead of raw pixels (slow links)
     shm: bool = False                    # pixels through shared memory (engine on this machine, ipc://)
     intrinsics: tuple[float, float, float, float] | None = None
-    give_up_s: float = 60.0              # lossless: no engine contact for this long -> fail instead of hang
+    give_up_s: float = 60.0              # lossless: no engine contact or no acknowledgement for this long -> fail
+    keys: CurveKeys | None = None        # CURVE for a tcp engine (stream.security)
 
 
 @dataclass
@@ -136,10 +144,12 @@ class Capture:
         self.send_ptr = 0               # next seq to (re)send (lossless)
         self.engine_instance: int | None = None
         self.rewound: tuple[int, int] | None = None
-        self.last_heard = self.last_progress = time.monotonic()
+        self.last_heard = self.last_progress = self.last_advance = time.monotonic()
+        self.waiting: str | None = None  # the engine's word on why the stream does not progress
         self.eos_seq: int | None = None
         self.rejects = wire.RejectCounter(f"capture {config.stream}")
         self.ring: ShmRing | None = None
+        self.announced = False          # the ring went out in a heartbeat before its first frame
         self.slot = 0
 
     # -- messages -----------------------------------------------------------------------------------
@@ -172,6 +182,9 @@ class Capture:
 
     def _send(self, sock: zmq.Socket, msg, payload) -> bool:
         """Send without blocking; False when the outgoing queue is full (the engine is away)."""
+        if getattr(msg, "encoding", None) == "shm" and not self.announced:
+            self._beat(sock)
+            self.announced = True
         msg.window_start = self.base
         parts = wire.frame_parts(msg, payload) if isinstance(msg, wire.Frame) else [wire.encode(msg)]
         try:
@@ -186,13 +199,16 @@ class Capture:
         if isinstance(msg, wire.Ack | wire.Heartbeat):
             if self.engine_instance is not None and msg.instance != self.engine_instance:
                 log.warning("capture %s: engine restarted; resending from seq %d", self.config.stream, self.base)
+                self.announced = False
                 self._rewind(self.base)
             self.engine_instance = msg.instance
+        if isinstance(msg, wire.Heartbeat) and msg.stream == self.config.stream:
+            self.waiting = msg.waiting
         if isinstance(msg, wire.Ack) and msg.stream == self.config.stream:
             if msg.next_seq > self.base:
                 for seq in [s for s in self.unacked if s < msg.next_seq]:
                     self.stats.acked += isinstance(self.unacked.pop(seq)[0], wire.Frame)
-                self.base, self.last_progress = msg.next_seq, now
+                self.base, self.last_progress, self.last_advance = msg.next_seq, now, now
                 self.send_ptr = max(self.send_ptr, self.base)
             if msg.resend is not None and self.rewound != (msg.instance, msg.resend):
                 self.rewound = (msg.instance, msg.resend)
@@ -237,7 +253,7 @@ class Capture:
             if not self.config.lossless:
                 self.base = min(self.unacked)
             if len(self.unacked) == 1:
-                self.last_progress = time.monotonic()
+                self.last_progress = self.last_advance = time.monotonic()
             if not self._send(sock, msg, payload) and self.config.lossless:
                 self.send_ptr = msg.seq
                 return
@@ -261,6 +277,16 @@ class Capture:
         elif now - self.last_heard <= policy.peer_timeout_s:
             self.stats.engine_lost = False
 
+    def _stalled(self, now: float) -> str | None:
+        """Why a lossless capture gives up, or None: the engine silent, or nothing acknowledged, for give_up_s."""
+        cfg = self.config
+        if now - self.last_heard > cfg.give_up_s:
+            return f"engine at {cfg.endpoint} not answering for {cfg.give_up_s:.0f} s"
+        if self.unacked and self.engine_instance is not None and now - self.last_advance > cfg.give_up_s:
+            why = self.waiting or "the engine holds the frames: its renderer is gone or stuck"
+            return f"no frame of stream {cfg.stream!r} acknowledged for {cfg.give_up_s:.0f} s ({why})"
+        return None
+
     def _finished(self) -> bool:
         return self.eos_seq is not None and (self.base > self.eos_seq or not self.unacked)
 
@@ -269,7 +295,8 @@ class Capture:
         ``stop`` is set, at most ``peer_timeout_s`` longer; then return the stats."""
         stop = stop or threading.Event()
         policy, cfg = self.config.policy, self.config
-        sock = frame_dealer(self.ctx, cfg.endpoint, cfg.stream, policy)
+        sweep_stale()  # rings left by captures that were killed
+        sock = frame_dealer(self.ctx, cfg.endpoint, cfg.stream, policy, cfg.keys)
         bell_addr = f"inproc://capture-{id(self)}"
         bell = self.ctx.socket(zmq.PULL)
         bell.bind(bell_addr)
@@ -286,15 +313,15 @@ class Capture:
                     stopped_at = stopped_at or now
                     if self.engine_instance is None or self.stats.engine_lost or now - stopped_at > policy.peer_timeout_s:
                         break
-                if cfg.lossless and now - self.last_heard > cfg.give_up_s:
-                    self.stats.error = f"engine at {cfg.endpoint} not answering for {cfg.give_up_s:.0f} s"
+                if cfg.lossless and (error := self._stalled(now)):
+                    self.stats.error = error
                     break
                 if now >= next_beat:
                     self._beat(sock)
                     next_beat = now + policy.heartbeat_s
                 if reader.ident is None and self.engine_instance is not None and not stop.is_set():
                     reader.start()  # read only once the engine answers: no frames age in a queue meanwhile
-                    self.last_progress = now
+                    self.last_progress = self.last_advance = now
                 self._fill(sock, reader)
                 events = dict(poller.poll(timeout=max(1, int((next_beat - time.monotonic()) * 1000))))
                 if bell in events:
@@ -320,8 +347,10 @@ class Capture:
         return self.stats
 
     def _beat(self, sock: zmq.Socket) -> None:
+        ring = self.ring
         hb = wire.Heartbeat(sender=self.config.stream, role="capture", instance=self.instance,
-                            sent_ns=time.time_ns(), stream=self.config.stream)
+                            sent_ns=time.time_ns(), stream=self.config.stream,
+                            shm_path=ring.path if ring else None, shm_size=ring.size if ring else 0)
         try:
             sock.send(wire.encode(hb), zmq.NOBLOCK)
         except zmq.Again:

@@ -16,6 +16,7 @@ flows:
   posestream serve | capture | render | subscribe          one stage each, over tcp (loopback by default)
   posestream view tcp://127.0.0.1:5560                     a live 2D + 3D viewer of a pose stream (Rerun)
   posestream teacher setup; posestream label IN.mp4 -o labels.jsonl     the BlazePose teacher labels footage
+  posestream keys DIR --name NAME                          a CURVE key pair for tcp endpoints (see serve --help)
   posestream adapt clip.mp4 --name mycam --budget-min 60   your camera: teacher labels + fine-tuning, then --model mycam
 
 exit codes:
@@ -119,6 +120,10 @@ def main(argv: list[str] | None = None) -> int:
         from stream.label import label_main, teacher_main
 
         return (label_main if argv[0] == "label" else teacher_main)(argv[1:])
+    if argv and argv[0] == "keys":
+        from stream.security import main as keys_main
+
+        return keys_main(argv[1:])
     parser = argparse.ArgumentParser(prog="posestream", epilog=EPILOG, formatter_class=argparse.RawTextHelpFormatter,
                                      description="Realtime streaming pose estimation over ZeroMQ.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -131,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("view", help="a live 2D + 3D viewer of an engine's pose stream (Rerun)", add_help=False)
     sub.add_parser("label", help="the BlazePose teacher labels a video's people (resumable)", add_help=False)
     sub.add_parser("teacher", help="make (setup) or inspect (check) the teacher's environment", add_help=False)
+    sub.add_parser("keys", help="make a CURVE key pair (authentication + encryption over tcp)", add_help=False)
     helps = {"adapt": "fine-tune a multi-person model on your own footage, labelled by a teacher"}
     for name in sorted(plugins):
         sub.add_parser(name, help=helps.get(name, f"see posestream {name} --help"), add_help=False)

@@ -11,16 +11,16 @@ end arrives), then the engine.
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 from stream.stages import EXIT_FAIL, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_TRUNCATED
-from stream.transport import Policy, ipc_endpoints
+from stream.transport import Policy, ipc_endpoints, private_dir
 
 # Once the capture has exited, the renderer ends as soon as the stream's end reaches it: when the engine passes
 # the capture's EndOfStream on (a live one is retried until a renderer slow to start takes it), or when the
@@ -44,6 +44,7 @@ def _read(workdir: Path, stage: str) -> dict:
 
 def _stop(proc: subprocess.Popen, timeout: float) -> None:
     if proc.poll() is None:
+        proc.stopped_by_us = True  # for the summary: a stage that reports a SIGTERM we did not send was stopped
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(timeout)
@@ -93,8 +94,8 @@ def run_pipeline(source: str, lossless: bool, args, total: int | None = None) ->
     """Start the three processes and supervise them; returns the exit code (see ``posestream --help``)."""
     from stream.subscribe import PoseSubscriber
 
-    workdir = Path(tempfile.mkdtemp(prefix="posestream-"))
-    eps = ipc_endpoints(str(workdir))
+    workdir = Path(private_dir())  # sockets and the stages' summaries; removed at the end (or, after a crash,
+    eps = ipc_endpoints(str(workdir))  # by the next run)
     publish = getattr(args, "publish", None) or eps["poses"]
     ready = workdir / "render.ready"
     render_args = ["--deliver", eps["deliver"], "--ready-file", str(ready)]
@@ -142,7 +143,8 @@ def run_pipeline(source: str, lossless: bool, args, total: int | None = None) ->
         # the renderer exits 130 when the user closed its --show window: stop as on Ctrl-C
         code = _wind_down(procs, interrupt.event.is_set() or procs["render"].poll() == EXIT_INTERRUPTED)
         interrupt.restore()
-    summary = _summary(workdir, (last - first) if first and last else 0.0, procs)
+    summary = _summary(workdir, (last - first) if first and last else 0.0, procs, args.poses)
+    shutil.rmtree(workdir, ignore_errors=True)
     print("posestream: " + json.dumps(summary), file=sys.stderr)
     return code
 
@@ -185,21 +187,37 @@ def _wind_down(procs: dict, interrupted: bool) -> int:
     return {EXIT_OK: EXIT_OK, EXIT_TRUNCATED: EXIT_TRUNCATED}.get(capture.returncode, EXIT_FAIL)
 
 
-def _summary(workdir: Path, wall_s: float, procs: dict) -> dict:
-    """The closing summary from the stages' own (each writes one on exit; a stage that crashed wrote none)."""
+def _records(path: str | None) -> int | None:
+    """The frame records in a pose file, its header line aside (None without one)."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except (OSError, TypeError):
+        return None
+    return data.count(b"\n") - data.startswith(b'{"kind":"header"')
+
+
+def _summary(workdir: Path, wall_s: float, procs: dict, poses: str | None = None) -> dict:
+    """The closing summary from the stages' own (each writes one on exit, the renderer every second too; a stage
+    that crashed wrote none at the end). Frames are counted in the pose file when there is one: it is what was
+    written, also when the renderer died."""
     capture, render, engine, view = (_read(workdir, s) for s in ("capture", "render", "serve", "view"))
-    frames, read = render.get("frames", 0), capture.get("read")
+    frames, read = _records(poses) or render.get("frames", 0), capture.get("read")
     crashed = {name: f"did not stop within {p.hung_s:g} s of SIGTERM; killed" if hasattr(p, "hung_s")
                else f"killed by signal {-p.returncode}"
                for name, p in procs.items() if p.returncode is not None and p.returncode < 0}
+    stopped = {name: summary["stopped"] for name, summary in (("capture", capture), ("render", render),
+                                                              ("engine", engine))
+               if summary.get("stopped") and not getattr(procs.get(name), "stopped_by_us", False)}
     return {"frames": frames, "fps": round((frames - 1) / wall_s, 2) if wall_s > 0 else None,
             "engine_fps": engine.get("fps"), "latency_ms": render.get("latency_ms"),
             # every frame read but not published, wherever it went: the capture's newest-wins replacements and
             # losses reach the engine as sequence gaps it counts too, so the two counts must not be added
             "read": read, "drops": None if read is None else max(0, read - frames),
             # why the stream ended early: as the capture saw it, else as the engine told the renderer
-            "errors": {"source": capture.get("error") or render.get("error"), "crashed": crashed,
+            "errors": {"source": capture.get("error") or render.get("error"), "crashed": crashed, "stopped": stopped,
                        "corrupt_frames": capture.get("corrupt", 0), "rejected_messages": engine.get("rejects", {}),
+                       "rejected": engine.get("rejected", []), "engine_failed_frames": engine.get("failed_frames", []),
                        "render_gaps": render.get("gaps", 0)},
             "resent": capture.get("resent", 0), "duplicates_dropped": render.get("duplicates", 0),
             **({"view": view} if "view" in procs else {})}

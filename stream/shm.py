@@ -2,22 +2,41 @@
 
 The capture owns a ring of ``slots`` frame buffers in one file under /dev/shm; a frame's pixels are copied
 once into slot ``seq % slots`` and the message carries only the file and offset (``Frame.encoding ==
-"shm"``), so a 1080p hop costs one memcpy instead of two kernel copies. A slot is reused only ``slots``
-frames later; the capture keeps at most ``window`` frames unacknowledged and the engine finishes with a
-frame's pixels (inference, and a copy for the reliable channel) before acknowledging it, so ``slots >
-window`` keeps every slot stable while in use.
+"shm"``). A slot is reused only ``slots`` frames later; the capture keeps at most ``window`` frames
+unacknowledged, so ``slots > window`` keeps every slot stable while the engine reads it.
+
+The engine trusts nothing in a message: it reads only a ring its sender announced on the same connection
+(``Heartbeat.shm_path``/``shm_size``), opens it once without following links or blocking, checks that it is a
+regular file of the announced size owned by this user, and copies each frame out with ``pread`` into a buffer
+of its own, so a ring that shrinks, vanishes or is swapped under it costs that frame (a clear reject), never
+the process (no SIGBUS from a mapping). Rings of processes that died are removed by the next capture or
+engine to start on the machine (:func:`sweep_stale`).
 """
 
 from __future__ import annotations
 
+import logging
 import mmap
 import os
+import stat
 import tempfile
 
 import numpy as np
 
 SHM_DIR = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
 PREFIX = "posestream-"
+log = logging.getLogger(__name__)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (on this machine's pid namespace)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class ShmRing:
@@ -27,10 +46,11 @@ class ShmRing:
         safe = "".join(c if c.isalnum() else "_" for c in stream)[:40]
         self.path = os.path.join(SHM_DIR, f"{PREFIX}{safe}-{os.getpid()}-{os.urandom(4).hex()}")
         self.slot_bytes, self.slots = slot_bytes, slots
+        self.size = slot_bytes * slots
         fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
         try:
-            os.ftruncate(fd, slot_bytes * slots)
-            self.map = mmap.mmap(fd, slot_bytes * slots)
+            os.ftruncate(fd, self.size)
+            self.map = mmap.mmap(fd, self.size)
         finally:
             os.close(fd)
         self.array = np.frombuffer(self.map, np.uint8)
@@ -52,36 +72,94 @@ class ShmRing:
             pass
 
 
+def sweep_stale(directory: str = SHM_DIR) -> list[str]:
+    """Remove this user's rings whose creating process is gone (a capture killed before it could clean up);
+    returns the paths removed."""
+    removed = []
+    try:
+        names = [n for n in os.listdir(directory) if n.startswith(PREFIX)]
+    except OSError:
+        return removed
+    for name in names:
+        fields = name[len(PREFIX):].split("-")
+        if len(fields) != 3 or not fields[1].isdigit():
+            continue
+        path = os.path.join(directory, name)
+        try:
+            st = os.lstat(path)
+            if st.st_uid != os.geteuid() or not stat.S_ISREG(st.st_mode) or pid_alive(int(fields[1])):
+                continue
+            os.unlink(path)
+            removed.append(path)
+        except OSError:
+            continue
+    if removed:
+        log.info("removed %d shared-memory ring(s) left by processes that died", len(removed))
+    return removed
+
+
+class _Ring:
+    def __init__(self, path: str, size: int, fd: int):
+        self.path, self.size, self.fd = path, size, fd
+
+
 class ShmReader:
-    """Receiver side: maps rings by path (only posestream's own files under SHM_DIR) and returns views."""
+    """Receiver side: rings announced per peer (the sender's connection identity), read by ``pread``."""
 
-    def __init__(self):
-        self.maps: dict[str, mmap.mmap] = {}
+    def __init__(self, max_size: int = 1 << 30):
+        self.max_size = max_size
+        self.rings: dict[bytes, _Ring] = {}
 
-    def view(self, path: str, offset: int, nbytes: int) -> np.ndarray:
-        """uint8 [nbytes] view of a slot; ValueError naming the problem for anything out of bounds."""
-        real = os.path.realpath(path)
-        if os.path.dirname(real) != os.path.realpath(SHM_DIR) or not os.path.basename(real).startswith(PREFIX):
-            raise ValueError(f"shared-memory path {path!r} is not a posestream ring")
-        if real not in self.maps:
-            try:
-                with open(real, "rb") as fh:
-                    self.maps[real] = mmap.mmap(fh.fileno(), 0, prot=mmap.PROT_READ)
-            except (OSError, ValueError) as err:
-                raise ValueError(f"shared-memory ring {path!r}: {err}") from None
-        ring = self.maps[real]
-        if offset < 0 or nbytes < 0 or offset + nbytes > len(ring):
-            raise ValueError(f"shared-memory ring {path!r}: slot {offset}+{nbytes} beyond its {len(ring)} bytes")
-        return np.frombuffer(ring, np.uint8, nbytes, offset)
+    def announce(self, peer: bytes, path: str, size: int) -> None:
+        """Let ``peer`` send frames from the ring ``path`` of ``size`` bytes; ValueError naming the problem when
+        it is not a regular posestream file of that size owned by this user, in the shared-memory folder."""
+        ring = self.rings.get(peer)
+        if ring is not None and (ring.path, ring.size) == (path, size):
+            return
+        name = os.path.basename(path)
+        if os.path.dirname(path) != SHM_DIR or not name.startswith(PREFIX) or name in (".", ".."):
+            raise ValueError(f"shared-memory path {path[:200]!r} is not a posestream ring in {SHM_DIR}")
+        if not 0 < size <= self.max_size:
+            raise ValueError(f"shared-memory ring {path!r}: {size} bytes (limit {self.max_size})")
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as err:
+            raise ValueError(f"shared-memory ring {path!r}: {err.strerror}") from None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise ValueError(f"shared-memory ring {path!r} is not a regular file")
+            if st.st_uid != os.geteuid():
+                raise ValueError(f"shared-memory ring {path!r} belongs to uid {st.st_uid}, not to this user")
+            if st.st_size != size:
+                raise ValueError(f"shared-memory ring {path!r} has {st.st_size} bytes, announced {size}")
+        except ValueError:
+            os.close(fd)
+            raise
+        self.forget(peer)
+        self.rings[peer] = _Ring(path, size, fd)
 
-    def forget(self, path: str) -> None:
-        ring = self.maps.pop(os.path.realpath(path), None)
+    def read(self, peer: bytes, path: str, offset: int, nbytes: int) -> np.ndarray:
+        """A copy (uint8 [nbytes]) of a slot of ``peer``'s announced ring; ValueError naming the problem."""
+        ring = self.rings.get(peer)
+        if ring is None or ring.path != path:
+            raise ValueError(f"shared-memory ring {str(path)[:200]!r} was not announced on this connection")
+        if offset < 0 or nbytes <= 0 or offset + nbytes > ring.size:
+            raise ValueError(f"slot {offset}+{nbytes} beyond the ring's {ring.size} bytes")
+        out = np.empty(nbytes, np.uint8)
+        try:
+            got = os.preadv(ring.fd, [out], offset)
+        except OSError as err:
+            raise ValueError(f"shared-memory ring {path!r}: {err.strerror}") from None
+        if got != nbytes:
+            raise ValueError(f"shared-memory ring {path!r} shrank: {got} of {nbytes} bytes at offset {offset}")
+        return out
+
+    def forget(self, peer: bytes) -> None:
+        ring = self.rings.pop(peer, None)
         if ring is not None:
-            try:
-                ring.close()
-            except BufferError:  # a view still alive: the mapping goes when it does
-                pass
+            os.close(ring.fd)
 
     def close(self) -> None:
-        for path in list(self.maps):
-            self.forget(path)
+        for peer in list(self.rings):
+            self.forget(peer)

@@ -16,6 +16,7 @@ import threading
 import warnings
 from pathlib import Path
 
+from stream.security import CurveKeys, add_client_options, client_keys
 from stream.transport import Policy
 
 log = logging.getLogger("posestream")
@@ -23,26 +24,39 @@ EXIT_OK, EXIT_FAIL, EXIT_INPUT, EXIT_TRUNCATED, EXIT_INTERRUPTED = 0, 1, 2, 3, 1
 DEFAULT_FRAMES, DEFAULT_DELIVER, DEFAULT_PUBLISH = "tcp://127.0.0.1:5555", "tcp://127.0.0.1:5556", "tcp://127.0.0.1:5560"
 
 
-def stop_on_signals(exit_with_parent: bool = False) -> threading.Event:
+class Stop(threading.Event):
+    """Set by SIGINT/SIGTERM (or the parent going away); ``reason`` says which, for the summary."""
+
+    reason: str | None = None
+
+    def stop(self, reason: str) -> None:
+        self.reason = self.reason or reason
+        self.set()
+
+
+def stop_on_signals(exit_with_parent: bool = False) -> Stop:
     """An event set by SIGINT/SIGTERM (and, if asked, when the parent process goes away)."""
-    stop = threading.Event()
+    stop = Stop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, lambda signum, _: stop.stop(f"stopped by {signal.Signals(signum).name}"))
     if exit_with_parent:
         parent = os.getppid()
 
         def watch() -> None:
             while not stop.wait(0.5):
                 if os.getppid() != parent:
-                    stop.set()
+                    stop.stop("its parent process went away")
 
         threading.Thread(target=watch, daemon=True).start()
     return stop
 
 
 def write_summary(path: str | None, data: dict) -> None:
+    """Write ``data`` as JSON to ``path`` atomically (a reader never sees half a summary)."""
     if path:
-        Path(path).write_text(json.dumps(data))
+        tmp = Path(path).with_name(f".{Path(path).name}.tmp")
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, path)
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:
@@ -114,12 +128,18 @@ def serve_main(argv: list[str]) -> int:
     parser.add_argument("--frames", default=DEFAULT_FRAMES, help=f"bind for captures (default {DEFAULT_FRAMES})")
     parser.add_argument("--publish", default=DEFAULT_PUBLISH, help=f"pose stream bind (default {DEFAULT_PUBLISH})")
     parser.add_argument("--deliver", default=DEFAULT_DELIVER,
-                        help=f"reliable channel bind for a renderer (default {DEFAULT_DELIVER}; 'none' to disable)")
+                        help=f"delivery channel bind for renderers (default {DEFAULT_DELIVER}; 'none' to disable: "
+                             "lossless frames are then acknowledged once published)")
     parser.add_argument("--publish-frames", metavar="ENDPOINT",
                         help="also publish poses with their frames here, for `posestream view` (default: off)")
+    parser.add_argument("--curve-secret", metavar="FILE", help="CURVE: the engine's key pair (NAME.key_secret from "
+                        "`posestream keys`); every tcp endpoint then admits only --curve-clients, encrypted")
+    parser.add_argument("--curve-clients", metavar="DIR", help="CURVE: folder of the allowed clients' public keys")
     add_model(parser)
     add_common(parser)
     args = parser.parse_args(argv)
+    if bool(args.curve_secret) != bool(args.curve_clients):
+        parser.error("--curve-secret and --curve-clients go together")
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     from stream.metrics import Metrics
     from stream.serve import EngineServer, ServeConfig
@@ -142,15 +162,26 @@ def serve_main(argv: list[str]) -> int:
         print(f"posestream serve: cannot serve metrics on {args.metrics_bind}:{args.metrics_port} ({err})",
               file=sys.stderr)
         return EXIT_INPUT
+    keys = CurveKeys(args.curve_secret, clients=args.curve_clients) if args.curve_secret else None
     config = ServeConfig(frames=args.frames, publish=args.publish or None,
                          deliver=None if args.deliver in (None, "", "none") else args.deliver,
                          publish_frames=args.publish_frames, max_batch=args.max_batch,
-                         budget_s=args.batch_budget_ms / 1000)
+                         budget_s=args.batch_budget_ms / 1000, keys=keys)
     server = EngineServer(engine, config, metrics)
-    stats = server.run(stop)
+    import zmq
+
+    try:
+        stats = server.run(stop)
+    except (ValueError, zmq.ZMQError) as err:  # a bad key, an endpoint in use
+        print(f"posestream serve: {err}", file=sys.stderr)
+        metrics.close()
+        return EXIT_INPUT
     write_summary(args.summary_json, {**metrics.summary(), "model": engine.model_id, "duplicates": stats.duplicates,
                                       "out_of_order": stats.out_of_order, "undelivered": stats.undelivered,
-                                      "streams_freed": stats.streams_freed, "rejects": dict(stats.rejects)})
+                                      "streams_freed": stats.streams_freed, "renderers_lost": stats.renderers_lost,
+                                      "rejects": dict(stats.rejects), "rejected": list(server.rejects.recent),
+                                      "engine_errors": stats.engine_errors, "failed_frames": list(stats.failed_frames),
+                                      "stopped": stop.reason})
     metrics.close()
     return EXIT_OK
 
@@ -169,8 +200,12 @@ def capture_main(argv: list[str]) -> int:
                         help="pass pixels through shared memory (the engine runs on this machine)")
     parser.add_argument("--intrinsics", help="fx,fy,cx,cy in frame pixels (3D models)")
     add_reconnect(parser)
+    parser.add_argument("--timeout", type=float, default=60.0, help="lossless: fail when the engine is silent or "
+                        "acknowledges nothing for this many seconds, e.g. no renderer (default 60)")
+    add_client_options(parser)
     add_common(parser)
     args = parser.parse_args(argv)
+    keys = client_keys(parser, args)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     stop = stop_on_signals(args.exit_with_parent)
     from stream.capture import Capture, CaptureConfig
@@ -186,9 +221,9 @@ def capture_main(argv: list[str]) -> int:
         parser.error(f"--intrinsics {args.intrinsics!r}: expected fx,fy,cx,cy")
     name = args.stream or Path(args.source.rstrip("/")).stem.replace(":", "") or "stream"
     config = CaptureConfig(args.engine, name, args.lossless, Policy(), jpeg_quality=args.jpeg, intrinsics=intrinsics,
-                           shm=args.shm)
+                           shm=args.shm, give_up_s=args.timeout, keys=keys)
     stats = Capture(source, config).run(stop)
-    write_summary(args.summary_json, stats.to_json())
+    write_summary(args.summary_json, {**stats.to_json(), "stopped": stop.reason})
     if stats.error:
         print(f"posestream capture: {stats.error}", file=sys.stderr)
         if getattr(source, "gave_up", False):  # a network source that stayed unreachable
@@ -205,18 +240,30 @@ def render_main(argv: list[str]) -> int:
     parser.add_argument("--poses", help="JSON Lines pose file")
     parser.add_argument("--coco", help="COCO keypoint results JSON")
     parser.add_argument("--show", action="store_true", help="show a window when a display exists")
-    parser.add_argument("--stream", help="stream to render (default: the first one seen)")
-    parser.add_argument("--keep-going", action="store_true", help="do not stop at the stream's end")
-    parser.add_argument("--ready-file", help="create this file once connected to the engine (for a supervisor "
-                                             "that starts the capture only then)")
+    parser.add_argument("--stream", help="stream to render (default: the first one without a renderer)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the files a killed or stopped renderer left (-o's partial video, --poses) "
+                             "from where they end; without it they are started afresh")
+    parser.add_argument("--keep-going", action="store_true", help="do not stop at the stream's end (a later run of "
+                        "the stream goes to OUT.2.mp4, ... and on in the pose file)")
+    parser.add_argument("--ready-file", help="create this file once the engine has taken this renderer's claim (for "
+                                             "a supervisor that starts the capture only then)")
+    add_client_options(parser)
     add_common(parser)
     args = parser.parse_args(argv)
+    keys = client_keys(parser, args)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     stop = stop_on_signals(args.exit_with_parent)
     from stream.render import RenderConfig, Renderer
 
     config = RenderConfig(args.deliver, args.output, args.poses, args.coco, args.show, args.stream,
-                          exit_at_end=not args.keep_going, ready_file=args.ready_file)
-    stats = Renderer(config).run(stop)
-    write_summary(args.summary_json, stats.to_json())
+                          exit_at_end=not args.keep_going, ready_file=args.ready_file, resume=args.resume,
+                          summary=args.summary_json, keys=keys)
+    try:
+        renderer = Renderer(config)
+    except (ValueError, OSError) as err:
+        print(f"posestream render: {err}", file=sys.stderr)
+        return EXIT_INPUT
+    stats = renderer.run(stop)
+    write_summary(args.summary_json, {**stats.to_json(), "stream": renderer.stream, "stopped": stop.reason})
     return EXIT_OK if stats.ended or args.keep_going else EXIT_INTERRUPTED

@@ -5,6 +5,8 @@
         print(record.stream, record.frame, record.poses.xy.shape)     # PoseRecord, engine.results.Poses
 
 The stream is lossy by design (PUB/SUB): a subscriber that falls behind loses messages, never the engine.
+Over tcp to an engine with CURVE, pass ``keys=CurveKeys(secret="me.key_secret", server="engine.key")``
+(``stream.security``); without a key from the engine's allowed folder nothing arrives.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import zmq
 
 from stream import wire
 from stream.posefile import PoseRecord
+from stream.security import CurveKeys, add_client_options, client_keys
 from stream.transport import Policy, pose_sub
 
 log = logging.getLogger(__name__)
@@ -33,13 +36,15 @@ class PoseSubscriber:
         streams: stream ids to receive (default: all).
         timeout: stop when nothing arrives for this many seconds (default: wait forever).
         until_end: stop once every stream seen so far has sent its EndOfStream.
+        keys: CURVE keys (this client's pair and the engine's public key) for a tcp endpoint.
     """
 
     def __init__(self, endpoint: str, streams: list[str] | None = None, timeout: float | None = None,
-                 until_end: bool = False, ctx: zmq.Context | None = None):
+                 until_end: bool = False, ctx: zmq.Context | None = None, keys: CurveKeys | None = None):
         self.endpoint, self.timeout, self.until_end = endpoint, timeout, until_end
+        self.streams = set(streams) if streams else None  # topics match by prefix: "cam" would also get "cam2"
         self.ctx = ctx or zmq.Context.instance()
-        self.sock = pose_sub(self.ctx, endpoint, Policy(), wire.Limits(), topics=streams or ("",))
+        self.sock = pose_sub(self.ctx, endpoint, Policy(), wire.Limits(), topics=streams or ("",), keys=keys)
         self.rejects = wire.RejectCounter(f"subscriber {endpoint}")
         self.open: set[str] = set()
         self.ended: set[str] = set()
@@ -59,6 +64,8 @@ class PoseSubscriber:
             if packet is None:
                 continue
             msg = packet.msg
+            if self.streams is not None and getattr(msg, "stream", None) not in self.streams:
+                continue
             if isinstance(msg, wire.Poses):
                 self.open.add(msg.stream)
                 return wire.to_record(msg)
@@ -94,9 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stream", action="append", help="only this stream id (repeatable)")
     parser.add_argument("--timeout", type=float, help="exit after this many seconds without a message")
     parser.add_argument("--until-end", action="store_true", help="exit when every stream seen has ended")
+    add_client_options(parser)
     args = parser.parse_args(argv)
+    keys = client_keys(parser, args)
     try:
-        for record in PoseSubscriber(args.endpoint, args.stream, args.timeout, args.until_end):
+        for record in PoseSubscriber(args.endpoint, args.stream, args.timeout, args.until_end, keys=keys):
             sys.stdout.write(json.dumps(record.to_json(), separators=(",", ":")) + "\n")
             sys.stdout.flush()
     except KeyboardInterrupt:

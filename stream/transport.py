@@ -4,25 +4,32 @@
                                              heartbeats come back on the same connection
     engine   --PUB-----> SUB     anyone      pose stream (lossy edge: a slow subscriber loses messages at
                                              its high-water mark, the engine never waits for it)
-    engine   --PUSH----> PULL    renderer    reliable channel: poses + their frame; a full queue blocks the
-                                             engine for lossless streams (back-pressure reaches the capture
-                                             through withheld acks) and drops (counted) for live streams
+    renderer --DEALER--> ROUTER  engine      delivery channel: each renderer claims a stream and gets exactly
+                                             that stream's poses + frames, addressed by its identity; its
+                                             acknowledgements (records durably written) are what the engine
+                                             passes on to the capture (docs/interfaces.md)
     engine   --PUB-----> SUB     viewers     optional (serve --publish-frames): poses + their frame, lossy
                                              like the pose stream but with a short queue (each message is a frame)
 
 Every socket has a high-water mark, LINGER, send/receive timeouts, ZMTP heartbeats (dead TCP peers are
-noticed) and a maximum message size on the receiving side. Binds go to loopback unless told otherwise.
+noticed) and a maximum message size on the receiving side. Binds go to loopback unless told otherwise;
+tcp endpoints use CURVE when given keys (stream.security).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 
 import zmq
 
+from stream.security import CurveKeys, secure_client, secure_server
+from stream.shm import pid_alive
 from stream.wire import Limits
+
+OWNER = "owner.pid"  # in a private endpoint folder: the process that made it (stale folders are swept)
 
 
 @dataclass(frozen=True)
@@ -36,7 +43,7 @@ class Policy:
     live_window: int = 2            # live: the same, kept small so frames never age in queues
     frames_hwm: int = 64            # engine's inbound queue (all captures together)
     pub_hwm: int = 256              # pose stream, per subscriber
-    deliver_hwm: int = 8            # reliable channel to the renderer
+    deliver_hwm: int = 16           # delivery channel, per renderer
     view_hwm: int = 4               # poses + frames for viewers, per viewer (a slow one skips frames)
     record_hwm: int = 64            # a viewer recording every frame (view --save) queues ~2 s on its side
     linger_s: float = 1.0           # how long close() may flush queued messages
@@ -54,7 +61,8 @@ def _common(sock: zmq.Socket, policy: Policy) -> zmq.Socket:
     return sock
 
 
-def frame_router(ctx: zmq.Context, endpoint: str, policy: Policy, limits: Limits) -> zmq.Socket:
+def frame_router(ctx: zmq.Context, endpoint: str, policy: Policy, limits: Limits,
+                 keys: CurveKeys | None = None) -> zmq.Socket:
     """Engine side of the frame channel (binds)."""
     sock = _common(ctx.socket(zmq.ROUTER), policy)
     sock.setsockopt(zmq.RCVHWM, policy.frames_hwm)
@@ -62,50 +70,58 @@ def frame_router(ctx: zmq.Context, endpoint: str, policy: Policy, limits: Limits
     sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
     sock.setsockopt(zmq.RCVBUF, policy.socket_buffer)
     sock.setsockopt(zmq.MAXMSGSIZE, limits.max_message)
+    secure_server(sock, keys, endpoint)
     sock.bind(endpoint)
     return sock
 
 
-def frame_dealer(ctx: zmq.Context, endpoint: str, identity: str, policy: Policy) -> zmq.Socket:
+def frame_dealer(ctx: zmq.Context, endpoint: str, identity: str, policy: Policy,
+                 keys: CurveKeys | None = None) -> zmq.Socket:
     """Capture side of the frame channel (connects); ``identity`` is the stream id."""
     sock = _common(ctx.socket(zmq.DEALER), policy)
     sock.setsockopt(zmq.IDENTITY, identity.encode())
     sock.setsockopt(zmq.SNDHWM, policy.window + 8)
     sock.setsockopt(zmq.SNDBUF, policy.socket_buffer)
     sock.setsockopt(zmq.RCVHWM, 1000)
+    sock.setsockopt(zmq.MAXMSGSIZE, 1 << 20)  # only control messages come back
+    secure_client(sock, keys, endpoint)
     sock.connect(endpoint)
     return sock
 
 
-def pose_pub(ctx: zmq.Context, endpoint: str, policy: Policy) -> zmq.Socket:
+def pose_pub(ctx: zmq.Context, endpoint: str, policy: Policy, keys: CurveKeys | None = None) -> zmq.Socket:
     sock = _common(ctx.socket(zmq.PUB), policy)
     sock.setsockopt(zmq.SNDHWM, policy.pub_hwm)
     sock.setsockopt(zmq.LINGER, 0)
+    secure_server(sock, keys, endpoint)
     sock.bind(endpoint)
     return sock
 
 
-def pose_sub(ctx: zmq.Context, endpoint: str, policy: Policy, limits: Limits, topics=("",)) -> zmq.Socket:
+def pose_sub(ctx: zmq.Context, endpoint: str, policy: Policy, limits: Limits, topics=("",),
+             keys: CurveKeys | None = None) -> zmq.Socket:
     sock = _common(ctx.socket(zmq.SUB), policy)
     sock.setsockopt(zmq.RCVHWM, policy.pub_hwm)
     sock.setsockopt(zmq.MAXMSGSIZE, limits.max_header * 2)
     for topic in topics:
         sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
+    secure_client(sock, keys, endpoint)
     sock.connect(endpoint)
     return sock
 
 
-def view_pub(ctx: zmq.Context, endpoint: str, policy: Policy) -> zmq.Socket:
+def view_pub(ctx: zmq.Context, endpoint: str, policy: Policy, keys: CurveKeys | None = None) -> zmq.Socket:
     """Engine side of the poses-with-frames stream for viewers (binds): never waits, drops past ``view_hwm``."""
     sock = _common(ctx.socket(zmq.PUB), policy)
     sock.setsockopt(zmq.SNDHWM, policy.view_hwm)
     sock.setsockopt(zmq.LINGER, 0)
+    secure_server(sock, keys, endpoint)
     sock.bind(endpoint)
     return sock
 
 
 def view_sub(ctx: zmq.Context, endpoint: str, policy: Policy, limits: Limits, topics=("",),
-             record: bool = False) -> zmq.Socket:
+             record: bool = False, keys: CurveKeys | None = None) -> zmq.Socket:
     """Viewer side (connects) of either pose stream, the plain one or the one with frames; ``record``: a longer
     queue, for a viewer that logs every frame rather than the newest."""
     sock = _common(ctx.socket(zmq.SUB), policy)
@@ -113,27 +129,68 @@ def view_sub(ctx: zmq.Context, endpoint: str, policy: Policy, limits: Limits, to
     sock.setsockopt(zmq.MAXMSGSIZE, limits.max_message * 2)
     for topic in topics:
         sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
+    secure_client(sock, keys, endpoint)
     sock.connect(endpoint)
     return sock
 
 
-def deliver_push(ctx: zmq.Context, endpoint: str, policy: Policy) -> zmq.Socket:
-    sock = _common(ctx.socket(zmq.PUSH), policy)
+def deliver_router(ctx: zmq.Context, endpoint: str, policy: Policy, keys: CurveKeys | None = None) -> zmq.Socket:
+    """Engine side of the delivery channel (binds). ROUTER_MANDATORY: a send to a renderer that is gone or
+    whose queue is full fails (EHOSTUNREACH / EAGAIN) instead of vanishing, so the engine knows."""
+    sock = _common(ctx.socket(zmq.ROUTER), policy)
     sock.setsockopt(zmq.SNDHWM, policy.deliver_hwm)
+    sock.setsockopt(zmq.RCVHWM, 1000)
+    sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+    sock.setsockopt(zmq.MAXMSGSIZE, 1 << 20)  # only claims, acks and heartbeats come in
+    secure_server(sock, keys, endpoint)
     sock.bind(endpoint)
     return sock
 
 
-def deliver_pull(ctx: zmq.Context, endpoint: str, policy: Policy, limits: Limits) -> zmq.Socket:
-    sock = _common(ctx.socket(zmq.PULL), policy)
+def deliver_dealer(ctx: zmq.Context, endpoint: str, policy: Policy, limits: Limits,
+                   keys: CurveKeys | None = None) -> zmq.Socket:
+    """Renderer side of the delivery channel (connects)."""
+    sock = _common(ctx.socket(zmq.DEALER), policy)
     sock.setsockopt(zmq.RCVHWM, policy.deliver_hwm)
+    sock.setsockopt(zmq.SNDHWM, 1000)
     sock.setsockopt(zmq.MAXMSGSIZE, limits.max_message * 2)
+    secure_client(sock, keys, endpoint)
     sock.connect(endpoint)
     return sock
 
 
+def private_dir(prefix: str = "posestream-") -> str:
+    """A fresh folder under the temp dir holding an ``owner.pid`` marker; folders whose owner died are
+    removed first (:func:`sweep_stale_dirs`)."""
+    sweep_stale_dirs(prefix)
+    directory = tempfile.mkdtemp(prefix=prefix)
+    with open(os.path.join(directory, OWNER), "w") as fh:
+        fh.write(str(os.getpid()))
+    return directory
+
+
+def sweep_stale_dirs(prefix: str = "posestream-") -> list[str]:
+    """Remove this user's private folders (with an ``owner.pid``) whose owning process is gone."""
+    removed, root = [], tempfile.gettempdir()
+    for name in os.listdir(root):
+        path = os.path.join(root, name)
+        if not name.startswith(prefix):
+            continue
+        try:
+            if os.lstat(path).st_uid != os.geteuid() or not os.path.isdir(path) or os.path.islink(path):
+                continue
+            with open(os.path.join(path, OWNER)) as fh:
+                pid = int(fh.read().strip() or 0)
+        except (OSError, ValueError):
+            continue
+        if pid > 0 and not pid_alive(pid):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
 def ipc_endpoints(directory: str | None = None) -> dict[str, str]:
-    """Fresh ipc:// endpoints (frames, poses, deliver) in a private directory."""
-    directory = directory or tempfile.mkdtemp(prefix="posestream-")
+    """Fresh ipc:// endpoints (frames, poses, deliver) in ``directory`` (default: a new private folder)."""
+    directory = directory or private_dir()
     os.makedirs(directory, exist_ok=True)
     return {name: f"ipc://{os.path.join(directory, name)}" for name in ("frames", "poses", "deliver")}

@@ -103,7 +103,7 @@ def test_sigterm_to_the_renderer_mid_stream_leaves_complete_files(tmp_path, ipc)
     feeding = threading.Thread(target=capture.run, args=(stop_capture,), daemon=True)
     feeding.start()
     try:
-        wait_for(lambda: poses.exists() and poses.read_text().count("\n") >= 10, 60, "frames rendered")
+        wait_for(lambda: poses.exists() and poses.read_text().count("\n") >= 11, 60, "frames rendered")
         render.send_signal(signal.SIGTERM)
         assert render.wait(20) == 130
     finally:
@@ -208,7 +208,7 @@ def test_a_killed_capture_process_ends_the_live_pipeline_with_a_clear_error(tmp_
                             "--realtime", "--poses", str(poses), "--no-progress", *MODEL_CLI],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        wait_for(lambda: poses.exists() and poses.read_text().count("\n") >= 5, 60, "frames through the pipeline")
+        wait_for(lambda: poses.exists() and poses.read_text().count("\n") >= 6, 60, "frames through the pipeline")
         os.kill(wait_for(lambda: _pid_of("capture", str(tmp_path / "in.mp4")), 10, "the capture"), signal.SIGKILL)
         _, err = run.communicate(timeout=60)
     finally:
@@ -256,7 +256,7 @@ def test_a_frozen_engine_stops_the_pipeline_after_the_grace_period(tmp_path, mon
     frozen = []
 
     def freeze_engine():
-        wait_for(lambda: poses.exists() and poses.read_text().count("\n") >= 3, 60, "frames through the pipeline")
+        wait_for(lambda: poses.exists() and poses.read_text().count("\n") >= 4, 60, "frames through the pipeline")
         frozen.append(wait_for(lambda: _pid_of("serve", parent=os.getpid()), 10, "the engine"))
         os.kill(frozen[0], signal.SIGSTOP)
 

@@ -63,28 +63,30 @@ def test_coco_results_convert_to_coco_joints():
     assert same[0]["keypoints"][:2] == np.round(_person(COCO17).xy[0, 0], 2).tolist()
 
 
-def test_renderer_creates_its_ready_file_once_connected_to_an_engine(tmp_path, ipc):
+def test_renderer_creates_its_ready_file_once_the_engine_took_its_claim(tmp_path, ipc):
     import threading
 
-    import zmq
-
     from stream.render import RenderConfig, Renderer
-    from stream.transport import Policy, deliver_push
-    from tests.stream.conftest import wait_for
+    from stream.serve import EngineServer, ServeConfig
+    from stream.transport import Policy
+    from tests.stream.conftest import small_engine, wait_for
 
+    fast = Policy(heartbeat_s=0.1, peer_timeout_s=1.0)
     ready = tmp_path / "ready"
-    renderer = Renderer(RenderConfig(ipc["deliver"], ready_file=str(ready)))
-    stop = threading.Event()
+    renderer = Renderer(RenderConfig(ipc["deliver"], ready_file=str(ready), stream="cam", policy=fast))
+    stop, stop_server = threading.Event(), threading.Event()
     rendering = threading.Thread(target=renderer.run, args=(stop,), daemon=True)
     rendering.start()
-    engine_side = None
+    server = EngineServer(small_engine(), ServeConfig(ipc["frames"], deliver=ipc["deliver"], policy=fast))
+    serving = threading.Thread(target=server.run, args=(stop_server,), daemon=True)
     try:
         assert not ready.exists(), "nothing is bound at the endpoint yet"
-        engine_side = deliver_push(zmq.Context.instance(), ipc["deliver"], Policy())  # the engine binds
+        serving.start()
         wait_for(ready.exists, 20, "the ready file after the engine bound")
+        assert server.assigned["cam"].instance == renderer.instance, "the engine registered the claim first"
     finally:
         stop.set()
         rendering.join(10)
-        if engine_side is not None:
-            engine_side.close(linger=0)
+        stop_server.set()
+        serving.join(10)
     assert not rendering.is_alive()

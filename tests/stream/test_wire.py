@@ -43,7 +43,7 @@ def test_jpeg_frame_round_trip():
 @pytest.mark.parametrize("with_3d", [True, False])
 def test_poses_round_trip_with_and_without_frame(with_3d):
     poses = _result_poses(with_3d=with_3d)
-    frame = _frame()
+    frame = _frame(width=128, height=96)  # the keypoints (0-100 px) lie inside it
     msg = wire.pack_poses(poses, frame, "random:spm_small", engine_ns=1, publish_ns=frame.capture_ns + 2_500_000)
     alone = wire.decode([wire.encode(msg)])
     assert alone.msg == msg and alone.frame is None
@@ -51,9 +51,9 @@ def test_poses_round_trip_with_and_without_frame(with_3d):
     for name in ("xy", "score", "person_score", "track_id"):
         assert np.array_equal(getattr(back, name), getattr(poses, name))
     assert (back.xyz is None) == (not with_3d)
-    image = np.zeros((3, 5, 3), np.uint8)
+    image = np.zeros((96, 128, 3), np.uint8)
     with_frame = wire.decode([wire.encode(msg), *wire.frame_parts(frame, image)])
-    assert with_frame.frame == frame and with_frame.image.shape == (3, 5, 3)
+    assert with_frame.frame == frame and with_frame.image.shape == (96, 128, 3)
     record = wire.to_record(msg)
     assert record.frame == 7 and record.latency_ms == pytest.approx(2.5) and record.pts == 3003
 
@@ -115,12 +115,14 @@ def test_decoder_fuzz_never_raises_anything_but_wire_error(parts, flips):
     try:
         packet = wire.decode(mutated)
     except wire.WireError as err:
-        assert err.reason in {"parts", "malformed", "version", "kind", "truncated", "oversized"}
+        assert err.reason in {"parts", "malformed", "version", "kind", "truncated", "oversized", "invalid", "shm"}
     else:
-        assert isinstance(packet.msg, (wire.Frame, wire.Poses, wire.EndOfStream, wire.Heartbeat, wire.Ack))
+        assert isinstance(packet.msg, (wire.Frame, wire.Poses, wire.EndOfStream, wire.Heartbeat, wire.Ack, wire.Claim))
 
 
-def test_shared_memory_frames_resolve_through_the_ring_and_reject_foreign_paths(tmp_path):
+def test_shared_memory_frames_resolve_through_an_announced_ring_only(tmp_path):
+    from functools import partial
+
     from stream.shm import ShmReader, ShmRing
 
     ring, reader = ShmRing("cam 0", 5 * 3 * 3, 3), ShmReader()
@@ -129,27 +131,27 @@ def test_shared_memory_frames_resolve_through_the_ring_and_reject_foreign_paths(
         headers = []
         for seq, image in enumerate(images):
             path, offset = ring.put(seq, image)
-            headers.append(_frame(seq=seq, encoding="shm", shm_path=path, shm_offset=offset))
-        packet = wire.decode(wire.frame_parts(headers[3], None), shm=reader)
+            headers.append(_frame(seq=seq, window_start=0, encoding="shm", shm_path=path, shm_offset=offset))
+        read = partial(reader.read, b"peer")
+        assert _reason(wire.frame_parts(headers[3], None)) == "shm", "a receiver without shared memory"
+        with pytest.raises(wire.WireError, match="not announced"):
+            wire.decode(wire.frame_parts(headers[3], None), shm=read)
+        reader.announce(b"peer", ring.path, ring.size)
+        packet = wire.decode(wire.frame_parts(headers[3], None), shm=read)
         assert np.array_equal(packet.image, images[3]), "slot 0 now holds the 4th frame"
-        assert np.array_equal(wire.decode(wire.frame_parts(headers[2], None), shm=reader).image, images[2])
-        assert _reason(wire.frame_parts(headers[2], None)) == "shm"
-        foreign = tmp_path / "posestream-evil"
-        foreign.write_bytes(b"\0" * 100)
-        bad = _frame(encoding="shm", shm_path=str(foreign))
-        with pytest.raises(wire.WireError, match="not a posestream ring"):
-            wire.decode(wire.frame_parts(bad, None), shm=reader)
-        beyond = _frame(encoding="shm", shm_path=ring.path, shm_offset=100)
+        assert np.array_equal(wire.decode(wire.frame_parts(headers[2], None), shm=read).image, images[2])
+        with pytest.raises(wire.WireError, match="not announced"):  # another connection's ring
+            wire.decode(wire.frame_parts(headers[2], None), shm=partial(reader.read, b"other"))
+        beyond = _frame(seq=0, window_start=0, encoding="shm", shm_path=ring.path, shm_offset=100)
         with pytest.raises(wire.WireError, match="beyond"):
-            wire.decode(wire.frame_parts(beyond, None), shm=reader)
+            wire.decode(wire.frame_parts(beyond, None), shm=read)
     finally:
-        del packet
         reader.close()
         ring.close()
 
 
 def test_frames_are_timed_by_their_pts_else_by_capture():
-    from stream.serve import frame_seconds
+    from stream.worker import frame_seconds
 
     stamped = wire.Frame(stream="s", seq=3, capture_ns=5_000_000_000, width=4, height=4, pts=3003,
                          time_base=(1, 30000))
@@ -184,7 +186,8 @@ class _PosesV10(msgspec.Struct, tag_field="kind", tag="poses", kw_only=True):
 def test_poses_1_1_carries_the_intrinsics_and_stays_readable_by_1_0_subscribers():
     frame = _frame(intrinsics=None, width=640, height=480)
     msg = wire.pack_poses(_result_poses(), frame, "default", engine_ns=1, publish_ns=2)
-    assert (msg.minor, msg.intrinsics) == (1, (640.0, 640.0, 319.5, 239.5)), "the default camera the engine used"
+    assert (msg.minor, msg.intrinsics) == (wire.PROTOCOL_MINOR, (640.0, 640.0, 319.5, 239.5)), "the default camera"
+    assert wire.PROTOCOL_MINOR >= 1
     assert wire.pack_poses(_result_poses(with_3d=False), frame, "hg", 1, 2).intrinsics is None, "2D: no camera"
     old = msgspec.msgpack.Decoder(_PosesV10).decode(wire.encode(msg))  # a 1.0 subscriber skips the new fields
     assert (old.stream, old.model_id, old.layout, old.xyz, old.width) == ("cam0", "default", "coco17", msg.xyz, 640)
