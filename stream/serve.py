@@ -112,6 +112,7 @@ class EngineServer:
         self.shm = ShmReader(config.limits.max_shm)
         self.pending_ends: dict[str, tuple[bytes, float]] = {}  # live EndOfStreams no renderer has taken yet
         self.deliver = self.pub = self.view_pub = None
+        self.bound: dict[str, str] = {}     # the endpoints bound (with the ports picked for "tcp://host:*")
 
     # -- captures -----------------------------------------------------------------------------------
     def _to(self, identity: bytes, msg) -> None:
@@ -438,6 +439,10 @@ class EngineServer:
         self.pub = pose_pub(self.ctx, cfg.publish, cfg.policy, cfg.keys) if cfg.publish else None
         self.deliver = deliver_router(self.ctx, cfg.deliver, cfg.policy, cfg.keys) if cfg.deliver else None
         self.view_pub = view_pub(self.ctx, cfg.publish_frames, cfg.policy, cfg.keys) if cfg.publish_frames else None
+        self.bound = {name: sock.getsockopt_string(zmq.LAST_ENDPOINT)  # "tcp://host:*" binds a free port
+                      for name, sock in (("frames", self.router), ("publish", self.pub), ("deliver", self.deliver),
+                                         ("publish_frames", self.view_pub))
+                      if sock is not None}
         sweep_stale()
 
     def run(self, stop: threading.Event | None = None) -> ServeStats:
