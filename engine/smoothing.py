@@ -56,13 +56,15 @@ class OneEuroFilter:
             return x.astype(np.float32)
         dt = t - self._t
         p = self.params
-        dx = (x - self._x) / dt
-        a_d = _alpha(p.d_cutoff, dt)
-        self._dx = a_d * dx + (1 - a_d) * self._dx
-        cutoff = p.min_cutoff + p.beta * np.abs(self._dx)
-        a = _alpha(cutoff, dt)
-        self._x = a * x + (1 - a) * self._x
+        with np.errstate(over="ignore", invalid="ignore"):  # a runaway input is caught below
+            dx = (x - self._x) / dt
+            a_d = _alpha(p.d_cutoff, dt)
+            self._dx = a_d * dx + (1 - a_d) * self._dx
+            cutoff = p.min_cutoff + p.beta * np.abs(self._dx)
+            a = _alpha(cutoff, dt)
+            self._x = a * x + (1 - a) * self._x
         self._t = t
         if not (np.isfinite(self._x).all() and np.isfinite(self._dx).all()):  # ran away: start again from x
             self._x, self._dx = x.copy(), np.zeros_like(x)
-        return self._x.astype(np.float32)
+        with np.errstate(over="ignore"):
+            return self._x.astype(np.float32)

@@ -117,9 +117,12 @@ class VideoFile(Source):
                 break
             except av.error.FFmpegError as err:
                 self.error = f"{self.name}: stopped reading after {count} frames ({err})"
-                break
+                packet = None  # flush the decoder: frames its threads hold are still good
+            if packet is not None and packet.is_corrupt:  # a truncated or damaged packet: with frame threading its
+                self.corrupt += 1                          # error would surface at the flush and take the frames
+                continue                                   # decoded before it along (PyAV drops a failing call's)
             try:
-                decoded = packet.decode()
+                decoded = self.stream.decode(packet)
             except av.error.FFmpegError:
                 self.corrupt += 1
                 continue
@@ -128,6 +131,8 @@ class VideoFile(Source):
                 last_time = max(last_time, float(frame.time or 0.0))
                 count += 1
                 yield SourceFrame(yuv_to_bgr(frame), frame.pts, tb)
+            if packet is None:
+                break
         period = 1 / (self.rate[0] / self.rate[1]) if self.rate else 0.0
         short = self.duration > 0 and last_time + period < 0.9 * self.duration
         if self.error is None and (self.corrupt or short or (self.declared and count < self.declared)):

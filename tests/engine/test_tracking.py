@@ -123,3 +123,32 @@ def test_empty_frames_and_3d_smoothing():
         if f == 10:
             assert len(tracker.update(Poses.empty("coco17", K, with_3d=True))) == 0  # one empty frame in between
     assert np.std(np.stack(zs[15:])) < 10.0  # input noise is 20 mm
+
+
+def test_non_finite_or_runaway_joints_never_poison_the_tracks():
+    """Hostile detections (NaN, 5e36) are ignored for matching and motion; a state that went non-finite anyway is
+    started afresh instead of carried on (it once ran away for 27 batches)."""
+    rng = np.random.default_rng(3)
+    tracker = Tracker(COCO17.oks_sigmas, TrackerParams(smoothing=OneEuroParams()))
+    ids = []
+    for f in range(12):
+        poses = frame_poses([np.array([100.0 + 2 * f, 200.0])], rng)
+        if f in (4, 5, 6):
+            poses.xy[0, :5] = 5e36 if f != 5 else np.nan
+        out = tracker.update(poses, t=f / 30)
+        ids.append(int(out.track_id[0]))
+        assert all(np.isfinite(t.xy).all() and np.isfinite(t.velocity).all() for t in tracker._state.tracks)
+        assert np.isfinite(out.xy[0, 5:]).all()
+    assert len(set(ids)) == 1, "the person keeps its id through the hostile frames"
+    tracker._state.tracks[0].velocity[:] = np.inf  # however it got there
+    out = tracker.update(frame_poses([np.array([130.0, 200.0])], rng), t=0.5)
+    assert out.track_id[0] == -1 and not tracker._state.tracks, "reset, not carried on"
+    out = tracker.update(frame_poses([np.array([132.0, 200.0])], rng), t=0.54)
+    assert out.track_id[0] > ids[0] and np.isfinite(out.xy).all(), "tracking resumes with a fresh id"
+
+
+def test_one_euro_filter_restarts_instead_of_running_away():
+    euro = OneEuroFilter(OneEuroParams())
+    euro(np.array([1.0, 2.0]), 0.0)
+    euro(np.array([1e308, -1e308]), 0.03)  # its speed overflows
+    assert np.isfinite(euro(np.array([3.0, 4.0]), 0.06)).all(), "not NaN from then on"

@@ -58,3 +58,33 @@ def test_image_folder_skips_and_counts_unreadable_images(tmp_path):
     assert isinstance(source, ImageFolder)
     frames = list(source.frames())
     assert [f.pts for f in frames] == [0, 1, 3] and source.corrupt == 1 and frames[0].time_base == (1, 10)
+
+
+def test_truncated_mp4_with_its_index_up_front_gives_every_decodable_frame(tmp_path):
+    """A file cut inside a frame: the decoder's frame threads must not take the frames before the cut along."""
+    import av
+
+    path = tmp_path / "cut.mp4"
+    with av.open(str(path), "w", options={"movflags": "faststart"}) as container:  # index first: readable when cut
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 160, 120, "yuv420p"
+        for i in range(40):
+            image = np.random.default_rng(i).integers(0, 255, (120, 160, 3), np.uint8)  # big frames: a cut lands in one
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="bgr24")):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) * 6 // 10])
+    with av.open(str(path)) as container:  # one thread, each packet alone: every frame that can be decoded
+        video = container.streams.video[0]
+        video.thread_type = "NONE"
+        decodable = []
+        for packet in container.demux(video):
+            try:
+                decodable += [f.pts for f in packet.decode()]
+            except av.error.FFmpegError:
+                continue
+    source = open_source(str(path))
+    assert [f.pts for f in source.frames()] == decodable and 0 < len(decodable) < 40
+    assert source.corrupt == 1 and "truncated or corrupt" in source.error
