@@ -272,3 +272,32 @@ def test_a_frozen_engine_stops_the_pipeline_after_the_grace_period(tmp_path, mon
     assert "did not reach the renderer within 2 s; stopping" in err
     assert summary["errors"]["crashed"] == {"engine": "did not stop within 10 s of SIGTERM; killed"}
     assert summary["frames"] == len(list(read_pose_file(poses))) >= 3
+
+
+@pytest.mark.parametrize("stage, sig, expect", [
+    ("render", "SIGKILL", {"crashed": {"render": "killed by signal 9"}, "stopped": {}}),
+    ("serve", "SIGTERM", {"crashed": {}, "stopped": {"engine": "stopped by SIGTERM"}}),
+])
+def test_a_stage_killed_or_stopped_by_someone_else_is_named_and_the_frames_written_are_counted(tmp_path, stage, sig,
+                                                                                                expect):
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    make_video(tmp_path / "in.mp4", 600, fps=25)  # 24 s at its own pace: still running when stopped
+    poses = tmp_path / "out.jsonl"
+    run = subprocess.Popen([sys.executable, "-m", "stream.cli", "run", "--source", str(tmp_path / "in.mp4"),
+                            "--realtime", "--poses", str(poses), "--no-progress", *MODEL_CLI],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: poses.exists() and poses.read_text().count("\n") >= 6, 60, "frames through the pipeline")
+        os.kill(wait_for(lambda: _pid_of(stage, parent=run.pid), 10, f"the {stage} stage"), getattr(signal, sig))
+        _, err = run.communicate(timeout=60)
+    finally:
+        run.kill()
+    summary = json.loads(err.split("posestream: ")[-1])
+    assert run.returncode == 1
+    assert {k: summary["errors"][k] for k in ("crashed", "stopped")} == expect
+    assert summary["frames"] == len(list(read_pose_file(poses))) >= 5, "what the renderer wrote, also when it died"

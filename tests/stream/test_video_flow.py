@@ -26,6 +26,18 @@ def test_lossless_video_gives_one_annotated_frame_and_one_record_per_input_frame
     assert len(json.loads(coco.read_text())) == 30
     summary = json.loads(capfd.readouterr().err.split("posestream: ")[-1])
     assert summary["frames"] == 30 and summary["drops"] == 0 and summary["latency_ms"]["p50"] > 0
+    assert not _my_private_folders(), "the run's sockets and summaries folder is gone"
+    assert not (tmp_path / "out.partial.mp4").exists()
+
+
+def _my_private_folders() -> list:
+    """Private folders (stream.transport.private_dir) this process still owns."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    return [p for p in Path(tempfile.gettempdir()).glob("posestream-*")
+            if (p / "owner.pid").is_file() and (p / "owner.pid").read_text() == str(os.getpid())]
 
 
 def test_truncated_video_processes_every_decodable_frame_and_exits_3(tmp_path, capfd):
