@@ -52,6 +52,7 @@ class ServeConfig:
     budget_s: float = 0.004
     one_per_stream: bool = False
     keys: CurveKeys | None = None        # CURVE for tcp binds (stream.security)
+    max_streams: int = 256               # streams (and renderers) at once: a peer inventing names cannot exhaust memory
 
 
 @dataclass
@@ -86,6 +87,7 @@ class ServeStats:
     streams_freed: int = 0
     renderers_lost: int = 0
     batches: int = 0
+    messages: Counter = field(default_factory=Counter)   # messages taken (not rejected), by kind
     engine_errors: int = 0
     failed_frames: collections.deque = field(default_factory=lambda: collections.deque(maxlen=20))
     rejects: Counter = field(default_factory=Counter)
@@ -134,8 +136,11 @@ class EngineServer:
         self._to(identity, wire.Heartbeat(sender="engine", role="engine", instance=self.instance,
                                           sent_ns=time.time_ns(), stream=stream, waiting=waiting))
 
-    def _state(self, identity: bytes, name: str, now: float) -> _Stream:
+    def _state(self, identity: bytes, name: str, now: float) -> _Stream | None:
         state = self.streams.get(name)
+        if state is None and len(self.streams) >= self.config.max_streams:
+            self.rejects(wire.WireError("streams", f"stream {name[:40]!r}: already {len(self.streams)} streams"))
+            return None
         if state is None:
             log.info("stream %s attached", name)
             self.pending_ends.pop(name, None)  # a new run of the stream: an old end must not close it
@@ -190,19 +195,25 @@ class EngineServer:
             return
         msg = packet.msg
         if isinstance(msg, wire.Heartbeat):
-            self._state(identity, msg.stream or identity.decode(errors="replace"), now)
+            if self._state(identity, msg.stream or identity.decode(errors="replace")[:wire.MAX_NAME] or "?", now) is None:
+                return
             if msg.shm_path is not None:
                 try:
                     self.shm.announce(identity, msg.shm_path, msg.shm_size)
                 except ValueError as err:
                     self.rejects(wire.WireError("shm", str(err)))
+                    return
         elif isinstance(msg, wire.Frame | wire.EndOfStream):
             state = self._state(identity, msg.stream, now)
+            if state is None:
+                return
             if self._admit(msg.stream, state, msg):
                 packet.engine_ns, packet.state = time.time_ns(), state
                 self.batcher.push(msg.stream, packet, now)
         else:
             self.rejects(wire.WireError("unexpected", f"{type(msg).__name__} sent to the engine's frame channel"))
+            return
+        self.stats.messages[type(msg).__name__] += 1
 
     # -- renderers ----------------------------------------------------------------------------------
     def _to_renderer(self, renderer: _Renderer, msg) -> None:
@@ -245,21 +256,25 @@ class EngineServer:
         state.expected, state.asked_resend = start, None
         self._ack(name, state, resend=start)
 
-    def _claim(self, identity: bytes, msg: wire.Claim, now: float) -> None:
+    def _claim(self, identity: bytes, msg: wire.Claim, now: float) -> bool:
         renderer = self.renderers.get(identity)
+        if renderer is None and len(self.renderers) >= self.config.max_streams:
+            self.rejects(wire.WireError("streams", f"a claim beyond {len(self.renderers)} renderers"))
+            return False
         if renderer is None or renderer.instance != msg.instance:  # a renderer (re)started on this connection
             if renderer is not None:
                 self._drop_renderer(renderer, "restarted")
             renderer = self.renderers[identity] = _Renderer(identity, msg.instance, msg.stream, msg.next_seq, now)
         renderer.last_heard, renderer.next_seq = now, msg.next_seq
         if renderer.displaced:
-            return
+            return True
         if renderer.stream is None and (name := msg.stream or self._unrendered()) is not None:
             self._assign(renderer, name)
         if renderer.stream is not None:
             self._renderer_done(renderer.stream, msg.done)
         self._to_renderer(renderer, wire.Heartbeat(sender="engine", role="engine", instance=self.instance,
                                                    sent_ns=time.time_ns(), stream=renderer.stream))
+        return True
 
     def _renderer_done(self, name: str, done: int) -> None:
         state = self.streams.get(name)
@@ -267,16 +282,18 @@ class EngineServer:
             state.done = done
             self._ack(name, state)
 
-    def _renderer_ack(self, identity: bytes, msg: wire.Ack, now: float) -> None:
+    def _renderer_ack(self, identity: bytes, msg: wire.Ack, now: float) -> bool:
         renderer = self.renderers.get(identity)
         if renderer is None or renderer.stream != msg.stream:
-            self.rejects(wire.WireError("unexpected", f"ack for stream {msg.stream!r} from a renderer not rendering it"))
-            return
+            self.rejects(wire.WireError("unexpected", f"ack for stream {msg.stream[:40]!r} from a renderer not "
+                                                      "rendering it"))
+            return False
         renderer.last_heard = now
         self._renderer_done(msg.stream, msg.next_seq)
         state = self.streams.get(msg.stream)
         if msg.resend is not None and state is not None and state.lossless and msg.resend < (state.expected or 0):
             self._rewind(msg.stream, state, renderer, msg.resend)
+        return True
 
     def _drop_renderer(self, renderer: _Renderer, why: str) -> None:
         self.renderers.pop(renderer.identity, None)
@@ -296,11 +313,13 @@ class EngineServer:
             return
         msg = packet.msg
         if isinstance(msg, wire.Claim):
-            self._claim(identity, msg, now)
+            taken = self._claim(identity, msg, now)
         elif isinstance(msg, wire.Ack):
-            self._renderer_ack(identity, msg, now)
+            taken = self._renderer_ack(identity, msg, now)
         else:
             self.rejects(wire.WireError("unexpected", f"{type(msg).__name__} sent to the engine's delivery channel"))
+            taken = False
+        self.stats.messages[type(msg).__name__] += taken
 
     # -- batches ------------------------------------------------------------------------------------
     def _deliver(self, name: str, parts: list) -> bool:
