@@ -340,11 +340,19 @@ class Capture:
             self.stats.dropped += reader.dropped
             self.stats.error = self.stats.error or self.source.error
             self.source.close()
-            sock.close(linger=0)
+            if self._finished():  # tell the engine the stream is closed: it frees it now, and lets its renderer go
+                self._send_control(sock, wire.Ack(stream=cfg.stream, next_seq=self.base, instance=self.instance))
+            sock.close(linger=int(policy.linger_s * 1000) if self._finished() else 0)
             if self.ring is not None:
                 self.ring.close()
             bell.close(linger=0)
         return self.stats
+
+    def _send_control(self, sock: zmq.Socket, msg) -> None:
+        try:
+            sock.send(wire.encode(msg), zmq.NOBLOCK)
+        except zmq.Again:
+            pass
 
     def _beat(self, sock: zmq.Socket) -> None:
         ring = self.ring

@@ -11,7 +11,6 @@ the input's frame rate and timestamps. Files are finished on EndOfStream and on 
 
 from __future__ import annotations
 
-import collections
 import json
 import logging
 import os
@@ -26,7 +25,7 @@ import zmq
 
 from models.layouts import COCO17, convert, get_layout
 from stream import wire
-from stream.metrics import percentiles
+from stream.metrics import LatencyHistogram, percentiles
 from stream.outputs import PoseWriter, VideoWriter, partial_path, read_partial, resume_point
 from stream.posefile import PoseRecord, make_header
 from stream.security import CurveKeys
@@ -35,7 +34,7 @@ from stream.transport import Policy, deliver_dealer
 log = logging.getLogger(__name__)
 TRACK_COLORS = ((75, 25, 230), (75, 180, 60), (25, 225, 255), (200, 130, 0), (48, 130, 245), (180, 30, 145),
                 (240, 240, 70), (230, 50, 240), (60, 245, 210), (128, 128, 0), (255, 190, 220), (40, 110, 170))
-LATENCIES_KEPT = 100_000  # the summary's latency percentiles are over the last this many frames
+END_LINGER_S = 30.0       # after a lossless end: wait this long at most for the capture to confirm it (see _closed)
 
 
 def _point(xy: np.ndarray, bound: int) -> tuple[int, int]:
@@ -112,7 +111,7 @@ class RenderStats:
     ended: bool = False
     error: str | None = None
     rejected: int = 0
-    latency_ms: collections.deque = field(default_factory=lambda: collections.deque(maxlen=LATENCIES_KEPT))
+    latency_ms: LatencyHistogram = field(default_factory=LatencyHistogram)  # bounded, however long the run
 
     def to_json(self) -> dict:
         return {"frames": self.frames, "duplicates": self.duplicates, "gaps": self.gaps, "ended": self.ended,
@@ -144,6 +143,7 @@ class Renderer:
         self.last_engine = time.monotonic()
         self.window = self._window() if config.show else None
         self.closed = False  # the user closed the window: stop as on Ctrl-C
+        self.ended_at: float | None = None     # a lossless end, not yet confirmed closed by its capture
         self._open_outputs()
 
     @staticmethod
@@ -295,12 +295,18 @@ class Renderer:
             return
         self._finish_files()
         self.stats.ended, self.stats.error = True, msg.error
+        self.ended_at = time.monotonic() if msg.lossless else None
         self.next_seq = msg.seq + 1
         self._ack()
+        if not msg.lossless:
+            self.next_seq = None  # a later run of the stream (--keep-going) starts wherever it starts
 
     def _skip(self, msg: wire.Ack) -> None:
-        """The engine says frames below ``msg.next_seq`` are gone (an earlier renderer took them)."""
-        if self._mine(msg.stream) and self.next_seq is not None and msg.next_seq > self.next_seq:
+        """The engine says frames below ``msg.next_seq`` are gone (an earlier renderer took them), or, after the
+        end, that the capture has closed the stream."""
+        if self._mine(msg.stream) and self.stats.ended and self.next_seq is not None and msg.next_seq >= self.next_seq:
+            self.ended_at, self.next_seq = None, None  # closed: a later run (--keep-going) starts afresh
+        elif self._mine(msg.stream) and self.next_seq is not None and msg.next_seq > self.next_seq:
             log.error("stream %s: frames %d-%d were acknowledged to an earlier renderer and are gone from the "
                       "capture; they are missing from these files", msg.stream, self.next_seq, msg.next_seq - 1)
             self.stats.gaps += msg.next_seq - self.next_seq
@@ -333,13 +339,20 @@ class Renderer:
         else:
             self.rejects(wire.WireError("unexpected", f"{type(msg).__name__} on the delivery channel"))
 
+    def _through(self, cfg: RenderConfig) -> bool:
+        """Whether the run is over: the stream ended and, when lossless, its capture confirmed it got the end's
+        acknowledgement (or did not within END_LINGER_S)."""
+        if not (self.stats.ended and cfg.exit_at_end):
+            return False
+        return self.ended_at is None or time.monotonic() - self.ended_at > END_LINGER_S
+
     def run(self, stop: threading.Event | None = None) -> RenderStats:
         stop = stop or threading.Event()
         cfg, policy = self.config, self.config.policy
         self.sock = deliver_dealer(self.ctx, cfg.deliver, policy, cfg.limits, cfg.keys)
         next_beat, silent = 0.0, False
         try:
-            while not stop.is_set() and not self.closed and not (self.stats.ended and cfg.exit_at_end):
+            while not stop.is_set() and not self.closed and not self._through(cfg):
                 now = time.monotonic()
                 if now >= next_beat:
                     self._claim()
@@ -354,7 +367,7 @@ class Renderer:
                     continue
                 for _ in range(64):
                     self._receive(self.sock.recv_multipart(copy=False))
-                    if not self.sock.poll(0) or (self.stats.ended and cfg.exit_at_end):
+                    if not self.sock.poll(0) or self._through(cfg):
                         break
         finally:
             self._close()

@@ -210,10 +210,30 @@ class EngineServer:
             if self._admit(msg.stream, state, msg):
                 packet.engine_ns, packet.state = time.time_ns(), state
                 self.batcher.push(msg.stream, packet, now)
+        elif isinstance(msg, wire.Ack) and self._closed(identity, msg):
+            pass
         else:
             self.rejects(wire.WireError("unexpected", f"{type(msg).__name__} sent to the engine's frame channel"))
             return
         self.stats.messages[type(msg).__name__] += 1
+
+    def _closed(self, identity: bytes, msg: wire.Ack) -> bool:
+        """A capture's last word: its stream ended and every frame was acknowledged. Free the stream at once and
+        tell its renderer, which may then go (it waits for this, so that an engine restarting in between still
+        finds it to acknowledge the end to the capture)."""
+        state = self.streams.get(msg.stream)
+        if state is None or state.identity != identity or not state.ended or msg.next_seq < state.done:
+            return False
+        log.info("stream %s closed by its capture", msg.stream)
+        renderer = self.assigned.get(msg.stream)
+        if renderer is not None:
+            self._to_renderer(renderer, wire.Ack(stream=msg.stream, next_seq=msg.next_seq, instance=self.instance))
+            del self.assigned[msg.stream]
+            renderer.stream = None  # a renderer that keeps going claims the stream's next run by name
+        del self.streams[msg.stream]
+        self.shm.forget(identity)
+        self.worker.resets.append(msg.stream)
+        return True
 
     # -- renderers ----------------------------------------------------------------------------------
     def _to_renderer(self, renderer: _Renderer, msg) -> None:

@@ -21,6 +21,9 @@ SUBCOMMANDS = {
     "quant": "int8 (ONNX Runtime static quantisation) against float32: speed and accuracy",
     "view": "does `posestream view` keep up with a live 30 fps stream of 6 people, and the engine's fps beside it",
     "teacher": "the BlazePose teacher's labelling: frames/s, persons per frame, people checked by eye found",
+    "fuzz": "hostile messages at serve + render processes, then a normal stream: crashes, rejects counted",
+    "chaos": "lossless streams while the engine and renderers are SIGKILLed and restarted: frames lost/duplicated",
+    "soak": "live streams and a subscriber for N minutes: the stages' memory growth, files left behind",
 }
 
 
