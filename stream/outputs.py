@@ -123,10 +123,11 @@ class VideoWriter:
                 if not packet.size or self.muxed >= count:
                     continue
                 for out in (bsf.filter(packet) if bsf else [packet]):
+                    when = out.pts * out.time_base  # the file's own time base may differ (MP4 picks a timescale)
                     out.stream = self.stream
                     self.container.mux(out)
                     self.muxed += 1
-                    self.last_pts = out.pts
+                    self.last_pts = round(when / self.time_base)
         if self.muxed < count:
             raise RuntimeError(f"{old.path}: {self.muxed} frames where {count} were read before")
 
@@ -167,8 +168,9 @@ class VideoWriter:
         self.part.unlink()
 
 
-def remux(src: str | Path, dst: str | Path) -> None:
-    """Copy the video packets of ``src`` into ``dst`` (format from its name) without re-encoding."""
+def remux(src: str | Path, dst: str | Path, limit: int | None = None) -> None:
+    """Copy the video packets of ``src`` (the first ``limit``) into ``dst`` (format from its name) without
+    re-encoding."""
     import av
 
     tmp = Path(dst).with_name(f".{Path(dst).name}.tmp")
@@ -178,10 +180,12 @@ def remux(src: str | Path, dst: str | Path) -> None:
             if "comment" in inp.metadata:  # stream and first seq: a stopped renderer resumes from this file
                 out.metadata["comment"] = inp.metadata["comment"]
             target = out.add_stream_from_template(stream)
+            copied = 0
             for packet in inp.demux(stream):
-                if packet.size:
+                if packet.size and (limit is None or copied < limit):
                     packet.stream = target
                     out.mux(packet)
+                    copied += 1
     os.replace(tmp, dst)
 
 
@@ -194,6 +198,15 @@ def _format_of(path: str | Path) -> str | None:
         return suffix
     except (ValueError, av.error.FFmpegError):
         return {"mkv": "matroska", "m4v": "mp4", "mpg": "mpeg", "ts": "mpegts"}.get(suffix)
+
+
+def finish_kept(output: str | Path, kept: PartialVideo, count: int) -> None:
+    """Finish the output of a resumed run that wrote no frame of its own: the first ``count`` frames of what the
+    interrupted run left (its partial video, or the output itself)."""
+    if kept.path != Path(output) or count < kept.frames:
+        remux(kept.path, output, limit=count)
+    if kept.path == partial_path(output):
+        kept.path.unlink()
 
 
 class PoseWriter:

@@ -26,7 +26,7 @@ import zmq
 from models.layouts import COCO17, convert, get_layout
 from stream import wire
 from stream.metrics import LatencyHistogram, percentiles
-from stream.outputs import PoseWriter, VideoWriter, partial_path, read_partial, resume_point
+from stream.outputs import PoseWriter, VideoWriter, finish_kept, partial_path, read_partial, resume_point
 from stream.posefile import PoseRecord, make_header
 from stream.security import CurveKeys
 from stream.transport import Policy, deliver_dealer
@@ -217,7 +217,9 @@ class Renderer:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
-        self.first_seq = None
+        elif self.keep is not None:  # resumed, then ended before a frame of its own: finish what was kept
+            finish_kept(self._video_path(), *self.keep)
+        self.keep, self.first_seq = None, None
         if self.config.coco:
             with open(self.config.coco, "w") as fh:
                 json.dump(self.coco, fh)

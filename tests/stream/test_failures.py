@@ -301,3 +301,18 @@ def test_a_stage_killed_or_stopped_by_someone_else_is_named_and_the_frames_writt
     assert run.returncode == 1
     assert {k: summary["errors"][k] for k in ("crashed", "stopped")} == expect
     assert summary["frames"] == len(list(read_pose_file(poses))) >= 5, "what the renderer wrote, also when it died"
+
+
+def test_the_summary_names_frames_the_model_failed_on_and_recent_rejects(tmp_path):
+    """The engine's summary (written by serve_main from EngineServer's stats) reaches the closing summary."""
+    import json
+
+    from stream.pipeline import _summary
+    from stream.stages import write_summary
+
+    write_summary(str(tmp_path / "serve.json"), {"engine_errors": 2, "failed_frames": ["clip#4: RuntimeError: x"],
+                                                 "rejects": {"invalid": 1}, "rejected": ["invalid: frame 'c'#1"]})
+    summary = _summary(tmp_path, 0.0, {})
+    assert summary["errors"]["engine_failed_frames"] == ["clip#4: RuntimeError: x"]
+    assert summary["errors"]["rejected"] == ["invalid: frame 'c'#1"]
+    assert json.loads((tmp_path / "serve.json").read_text())["engine_errors"] == 2
