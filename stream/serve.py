@@ -304,11 +304,12 @@ class EngineServer:
 
     def _renderer_ack(self, identity: bytes, msg: wire.Ack, now: float) -> bool:
         renderer = self.renderers.get(identity)
-        if renderer is None or renderer.stream != msg.stream:
-            self.rejects(wire.WireError("unexpected", f"ack for stream {msg.stream[:40]!r} from a renderer not "
-                                                      "rendering it"))
+        if renderer is None:
+            self.rejects(wire.WireError("unexpected", f"ack for stream {msg.stream[:40]!r} from no renderer"))
             return False
         renderer.last_heard = now
+        if renderer.stream != msg.stream:
+            return True  # its stream was closed or taken over a moment ago: nothing to pass on
         self._renderer_done(msg.stream, msg.next_seq)
         state = self.streams.get(msg.stream)
         if msg.resend is not None and state is not None and state.lossless and msg.resend < (state.expected or 0):
