@@ -222,9 +222,11 @@ class EngineServer:
         tell its renderer, which may then go (it waits for this, so that an engine restarting in between still
         finds it to acknowledge the end to the capture)."""
         state = self.streams.get(msg.stream)
-        if state is None or state.identity != identity or not state.ended or msg.next_seq < state.done:
+        if state is None or state.identity != identity or (state.lossless and msg.next_seq < state.done):
             return False
         log.info("stream %s closed by its capture", msg.stream)
+        if not state.ended:  # a live end that was written off on its way: end the stream for the renderer here
+            self._end_live(msg.stream, wire.encode(wire.EndOfStream(stream=msg.stream, seq=state.expected or 0)))
         renderer = self.assigned.get(msg.stream)
         if renderer is not None:
             self._to_renderer(renderer, wire.Ack(stream=msg.stream, next_seq=msg.next_seq, instance=self.instance))
