@@ -24,6 +24,7 @@ from pathlib import Path
 import zmq
 
 from stream import wire
+from stream.security import CurveKeys, add_client_options, client_keys
 from stream.stages import EXIT_INPUT, EXIT_OK, add_common, stop_on_signals, write_summary
 from stream.transport import Policy, view_sub
 
@@ -41,6 +42,7 @@ class ViewConfig:
     ready_file: str | None = None        # created once connected to the publisher
     policy: Policy = Policy()
     limits: wire.Limits = wire.Limits()
+    keys: CurveKeys | None = None        # CURVE for a tcp engine (stream.security)
 
 
 @dataclass
@@ -112,7 +114,8 @@ class PoseViewer:
     def run(self, stop: threading.Event | None = None) -> ViewStats:
         stop = stop or threading.Event()
         cfg, cpu0 = self.config, time.process_time()
-        sock = view_sub(self.ctx, cfg.endpoint, cfg.policy, cfg.limits, cfg.streams or ("",), record=cfg.keep_all)
+        sock = view_sub(self.ctx, cfg.endpoint, cfg.policy, cfg.limits, cfg.streams or ("",), record=cfg.keep_all,
+                        keys=cfg.keys)
         monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED) if cfg.ready_file else None
         try:
             while not stop.is_set() and not self._done():
@@ -157,12 +160,15 @@ def _parser() -> argparse.ArgumentParser:
                    f"(default {NICE}: on a busy machine the viewer, not the engine, falls behind and skips frames)")
     p.add_argument("--until-end", action="store_true", help="exit when every stream seen has ended")
     p.add_argument("--ready-file", help=argparse.SUPPRESS)
+    add_client_options(p)
     add_common(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    keys = client_keys(parser, args)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     if not (args.save or args.web or args.connect):
         from stream.window import x_display_problem
@@ -187,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"posestream view: {err}", file=sys.stderr)
         return EXIT_INPUT
     config = ViewConfig(args.endpoint, args.stream, keep_all=bool(args.save), until_end=args.until_end,
-                        ready_file=args.ready_file)
+                        ready_file=args.ready_file, keys=keys)
     try:
         stats = PoseViewer(config, RerunLog(rec, image_quality=args.image_quality)).run(stop)
     finally:

@@ -61,7 +61,8 @@ def _handshake(monitor) -> str:
 
 
 def _send_frames(sock, stream, count) -> int:
-    """How many of ``count`` frames the socket would take (a refused client has no peer to queue them for)."""
+    """How many of ``count`` frames the socket takes without waiting (a refused client may queue them while it
+    retries; none reaches the engine)."""
     for seq in range(count):
         frame = wire.Frame(stream=stream, seq=seq, capture_ns=time.time_ns(), width=64, height=48)
         try:
@@ -111,7 +112,7 @@ def test_only_clients_with_an_allowed_key_send_frames_read_poses_or_take_deliver
         for sub in subs.values():
             sub.close()
         ctx.term()
-    assert sent == {"evil": 0, "plain": 0, "good": 5}
+    assert sent["good"] == 5
     assert [r.frame for r in got] == list(range(5)) and all(r.stream == "good" for r in got)
     assert set(server.streams) <= {"good"} and server.stats.frames == 5, "nothing of the unauthorised ones arrived"
     assert renderer.stats.frames == 5 and renderer.stats.ended and evil_renderer.stats.frames == 0
