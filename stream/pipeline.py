@@ -19,6 +19,7 @@ import threading
 import time
 from pathlib import Path
 
+from stream.posefile import count_records
 from stream.stages import EXIT_FAIL, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_TRUNCATED
 from stream.transport import Policy, ipc_endpoints, private_dir
 
@@ -187,22 +188,12 @@ def _wind_down(procs: dict, interrupted: bool) -> int:
     return {EXIT_OK: EXIT_OK, EXIT_TRUNCATED: EXIT_TRUNCATED}.get(capture.returncode, EXIT_FAIL)
 
 
-def _records(path: str | None) -> int | None:
-    """The frame records in a pose file, its header line aside (None without one)."""
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read()
-    except (OSError, TypeError):
-        return None
-    return data.count(b"\n") - data.startswith(b'{"kind":"header"')
-
-
 def _summary(workdir: Path, wall_s: float, procs: dict, poses: str | None = None) -> dict:
     """The closing summary from the stages' own (each writes one on exit, the renderer every second too; a stage
     that crashed wrote none at the end). Frames are counted in the pose file when there is one: it is what was
     written, also when the renderer died."""
     capture, render, engine, view = (_read(workdir, s) for s in ("capture", "render", "serve", "view"))
-    frames, read = _records(poses) or render.get("frames", 0), capture.get("read")
+    frames, read = count_records(poses) or render.get("frames", 0), capture.get("read")
     crashed = {name: f"did not stop within {p.hung_s:g} s of SIGTERM; killed" if hasattr(p, "hung_s")
                else f"killed by signal {-p.returncode}"
                for name, p in procs.items() if p.returncode is not None and p.returncode < 0}

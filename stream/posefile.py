@@ -126,6 +126,16 @@ def read_header(path: str | Path) -> dict | None:
     return obj if is_header(obj) else None
 
 
+def count_records(path: str | Path | None) -> int | None:
+    """The frame records in a pose file, its header line aside (None where it cannot be read)."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except (OSError, TypeError):
+        return None
+    return data.count(b"\n") - data.startswith(b'{"kind":"header"')
+
+
 def write_header(fh: IO[str], header: dict) -> None:
     """Write ``header`` (:func:`make_header`) as the first line of a pose file."""
     fh.write(json.dumps(header, separators=(",", ":")) + "\n")

@@ -114,7 +114,9 @@ def main(argv: list[str] | None = None) -> int:
             except subprocess.TimeoutExpired:
                 proc.kill()
     left = leftovers(pids, tmp)
-    records = sum((tmp / f"{s}.jsonl").read_bytes().count(b"\n") for s in streams if (tmp / f"{s}.jsonl").exists())
+    from stream.posefile import count_records
+
+    records = sum(count_records(str(tmp / f"{s}.jsonl")) or 0 for s in streams)
     extra = {"machine": machine(), "minutes": round((time.monotonic() - t0) / 60, 1), "streams": args.streams,
              "size": args.size, "fps": args.fps, "load": open("/proc/loadavg").read().split()[:3]}
     worst = 0.0
