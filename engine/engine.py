@@ -59,17 +59,21 @@ class Engine:
         torch_options: ``TorchBackend`` options (fp16, cuda_graphs, compile).
         flip_test: also run every input mirrored and average the outputs, mirrored back (the hourglass and
             SPM papers' test-time flip; twice the inference, for both the model and the refiner).
+        refine3d: the 3D refiner (``models.refine3d``) run on the SPM model's decoded 3D, on the device: True
+            (default) runs the one the model's manifest names, if any; False none; or a refiner
+            ``.safetensors`` path (or ``Refine3D`` module) to run that one. 2D results are unchanged by it.
     """
 
     def __init__(self, model: str | nn.Module = "default", backend: str = "auto", *, max_batch: int = 8,
                  tracking: bool | TrackerParams = False, smoothing: bool | OneEuroParams = False,
                  device: str | torch.device | None = None, refiner: str | nn.Module | None = None,
                  roi: bool | RoiParams = True, cache_dir: str | Path | None = None, model_args: dict | None = None,
-                 refiner_args: dict | None = None, torch_options: dict | None = None, flip_test: bool = False) -> None:
+                 refiner_args: dict | None = None, torch_options: dict | None = None, flip_test: bool = False,
+                 refine3d: bool | str | Path | nn.Module = True) -> None:
         if max_batch < 1:
             raise ValueError(f"Engine: max_batch must be >= 1, got {max_batch}")
         opts = dict(max_batch=max_batch, cache_dir=cache_dir, torch_options=torch_options, flip_test=flip_test)
-        self.stage = Stage(model, backend, device, model_args=model_args, **opts)
+        self.stage = Stage(model, backend, device, model_args=model_args, refine3d=refine3d, **opts)
         self.refiner = None if refiner is None else Stage(refiner, backend, device, model_args=refiner_args, **opts)
         self._check_modes()
         self.max_batch = max_batch

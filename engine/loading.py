@@ -39,6 +39,36 @@ class LoadedModel:
     manifest: dict = field(default_factory=dict)
 
 
+def refine3d_for(loaded: LoadedModel, choice, device: torch.device):
+    """The 3D refiner (models.refine3d) to run after ``loaded``'s decoding, on ``device``, or None.
+
+    ``choice``: True: the one the model's manifest names (none if it names none); False or None: none; a path
+    to a refiner's .safetensors, or a ``Refine3D`` module: that one. A refiner must match the model's layout,
+    and only a 3D model (SPM) can take one.
+    """
+    from models.refine3d import Refine3D, load_refine3d, named_refine3d
+
+    if choice is None or choice is False:
+        return None
+    if choice is True:
+        path = named_refine3d(loaded.path, loaded.manifest) if loaded.path is not None and loaded.manifest else None
+        if path is None:
+            return None
+        module = load_refine3d(path)
+    elif isinstance(choice, Refine3D):
+        module = choice.eval()
+    elif isinstance(choice, (str, os.PathLike)):
+        module = load_refine3d(choice)
+    else:
+        raise ValueError(f"refine3d: expected True, False, a refiner path or a Refine3D module, got {choice!r}")
+    if loaded.config.arch != "spm":
+        raise ValueError(f"model {loaded.model_id}: a 3D refiner needs a 3D (SPM) model, not {loaded.config.arch}")
+    if module.config.layout != loaded.config.layout:
+        raise ValueError(f"model {loaded.model_id}: the 3D refiner's layout {module.config.layout!r} differs from "
+                         f"the model's {loaded.config.layout!r}")
+    return module.to(device)
+
+
 def zoo_dir() -> Path:
     return Path(models.__file__).resolve().parent / "zoo"
 

@@ -2,7 +2,8 @@
 
 Raw network outputs -> the model's codec decode (hourglass: ``HeatmapCodec.decode(method="dark")``, one
 person per input; SPM: ``SPMCodec.decode``: root NMS, threshold, top-k to ``max_persons``, displacement
-reads, hierarchy, depths, back-projection) -> points mapped from input pixels to frame pixels by each frame's
+reads, hierarchy, depths, back-projection; then, when the model has a 3D refiner (``models.refine3d``), its
+3D joints refined, every padded row of the batch in one pass) -> points mapped from input pixels to frame pixels by each frame's
 inverse transform, on the device -> everything packed into one float32 tensor [B, F] -> one ``.cpu()`` ->
 ``Poses`` per frame (SPM's padded persons, person_score == 0, dropped on the host; an hourglass always
 reports its one person, joint scores clamped to [0, 1], person_score their mean).
@@ -64,8 +65,9 @@ def _unmirrorable(codec, flip: np.ndarray) -> set[str]:
 class PostProcessor:
     """Decodes raw outputs of one model (its ``ModelConfig``) into ``Poses`` in frame pixels."""
 
-    def __init__(self, config) -> None:
+    def __init__(self, config, refine3d=None) -> None:
         self.config = config
+        self.refine3d = refine3d  # models.refine3d.Refine3D run on the decoded 3D of every row, or None
         self.layout = config.layout
         self.num_joints = config.num_joints
         self.codec = config.heatmap_codec() if config.arch == "hourglass" else config.spm_codec()
@@ -117,7 +119,10 @@ class PostProcessor:
         if not self.has_3d:
             maps.pop("depth", None)
         d = self.codec.decode(maps, intrinsics if "depth" in maps else None)
-        return Decoded(d.xy, d.score, d.person_score, d.xyz if "depth" in maps else None)
+        xyz = d.xyz if "depth" in maps else None
+        if xyz is not None and self.refine3d is not None:
+            xyz = self.refine3d(xyz, d.score)  # every (padded) row of the batch at once, on the device
+        return Decoded(d.xy, d.score, d.person_score, xyz)
 
     def to_frames(self, decoded: Decoded, inverse: torch.Tensor) -> Decoded:
         """Map xy [B,P,K,2] from input to frame pixels by ``inverse`` [B,2,3] (input -> frame), on the device."""

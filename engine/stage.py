@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from engine.loading import make_backend, resolve_model
+from engine.loading import make_backend, refine3d_for, resolve_model
 from engine.postprocess import Decoded, PostProcessor, frame_intrinsics, input_intrinsics
 from engine.preprocess import Preprocessor
 from engine.results import Poses
@@ -51,7 +51,8 @@ class Stage:
 
     def __init__(self, model: str | nn.Module, backend: str = "auto", device: str | torch.device | None = None, *,
                  max_batch: int = 8, cache_dir: Path | None = None, model_args: dict | None = None,
-                 torch_options: dict | None = None, flip_test: bool = False) -> None:
+                 torch_options: dict | None = None, flip_test: bool = False,
+                 refine3d: bool | str | Path | nn.Module = True) -> None:
         self.loaded = resolve_model(model, **(model_args or {}))
         self.config = self.loaded.config
         self.backend = make_backend(self.loaded, backend, device, max_batch=max_batch, cache_dir=cache_dir,
@@ -60,7 +61,8 @@ class Stage:
         self.max_batch = max_batch
         self.pre = Preprocessor(self.config.input_size, self.config.mean, self.config.std, self.device,
                                 self.backend.input_dtype)
-        self.post = PostProcessor(self.config)
+        self.refine3d = refine3d_for(self.loaded, refine3d, self.device)
+        self.post = PostProcessor(self.config, self.refine3d)
         self.flip_test = flip_test
 
     @property

@@ -152,6 +152,8 @@ class Layout:
         head_segment: (a, b) joints whose distance is the PCKh head size, or None.
         derived: joints this layout lacks but makes from its own, as (name, ((joint, weight), ...)) with the
             weights summing to 1; a derived joint's score is the smallest of its sources' scores.
+        bone_mm: per bone, the (shortest, longest) plausible length in millimetres for people from a 1 m
+            child to a 2 m adult, or None (layouts without 3D data); checks of 3D poses use it.
     """
 
     name: str
@@ -164,6 +166,7 @@ class Layout:
     oks_sigmas: tuple[float, ...]
     head_segment: tuple[int, int] | None = None
     derived: tuple[tuple[str, tuple[tuple[int, float], ...]], ...] = ()
+    bone_mm: tuple[tuple[float, float], ...] | None = None
 
     @property
     def num_joints(self) -> int:
@@ -205,6 +208,8 @@ def _check(layout: Layout) -> Layout:
     for field in ("parents", "levels", "oks_sigmas"):
         if len(getattr(layout, field)) != k:
             raise ValueError(f"layout {layout.name}: {field} has {len(getattr(layout, field))} entries, expected {k}")
+    if layout.bone_mm is not None and len(layout.bone_mm) != len(layout.bones):
+        raise ValueError(f"layout {layout.name}: bone_mm has {len(layout.bone_mm)} entries for {len(layout.bones)} bones")
     for j, p in enumerate(layout.parents):
         want = 2 if p == -1 else layout.levels[p] + 1
         if layout.levels[j] != want:
@@ -280,6 +285,12 @@ PANOPTIC19 = _check(Layout(
     levels=(2, 3, 2, 2, 3, 4, 2, 3, 4, 2, 3, 4, 2, 3, 4, 4, 5, 4, 5),
     oks_sigmas=(0.079, 0.026, 0.107, 0.079, 0.072, 0.062, 0.107, 0.087, 0.089, 0.079, 0.072, 0.062,
                 0.107, 0.087, 0.089, 0.025, 0.035, 0.025, 0.035),
+    # the synthetic bodies' extremes (tools/synth/body.py: 1.0-1.95 m tall, segments +-7%) widened by 15%,
+    # in the order of ``bones``: neck-nose, neck-centre, neck-shoulder, upper arm, forearm, centre-hip, thigh,
+    # shin (each side), nose-eye, eye-ear
+    bone_mm=((110, 290), (230, 730), (85, 340), (145, 450), (115, 350), (65, 260), (195, 590), (195, 590),
+             (85, 340), (145, 450), (115, 350), (65, 260), (195, 590), (195, 590), (35, 95), (60, 155),
+             (35, 95), (60, 155)),
 ))
 
 _B = BlazePose

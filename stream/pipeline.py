@@ -65,6 +65,8 @@ def _model_args(args) -> list[str]:
         out += ["--refiner", args.refiner]
     if args.flip_test:
         out.append("--flip-test")
+    if args.no_refine3d:
+        out.append("--no-refine3d")
     if args.model_args:
         out += ["--model-args", json.dumps(args.model_args)]
     if args.metrics_port is not None:

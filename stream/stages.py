@@ -78,6 +78,8 @@ def add_model(parser: argparse.ArgumentParser) -> None:
                                           "the --model (SPM) finds; poses come out in the refiner's layout")
     parser.add_argument("--flip-test", action="store_true",
                         help="also run each input mirrored and average (more accurate, twice the inference)")
+    parser.add_argument("--no-refine3d", action="store_true",
+                        help="skip the 3D refiner the model's manifest names (the default's: raw SPM 3D instead)")
     parser.add_argument("--model-args", type=json.loads, default=None,
                         help='JSON build overrides for random:NAME specs, e.g. \'{"input_size": [128, 96]}\'')
     parser.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on PORT (at --metrics-bind)")
@@ -151,7 +153,8 @@ def serve_main(argv: list[str]) -> int:
 
             engine = Engine(model_spec(args.model), args.backend, max_batch=args.max_batch, tracking=args.tracking,
                             smoothing=args.smooth,
-                            model_args=args.model_args, refiner=args.refiner, flip_test=args.flip_test)
+                            model_args=args.model_args, refiner=args.refiner, flip_test=args.flip_test,
+                            refine3d=not args.no_refine3d)
     except (ValueError, OSError) as err:
         print(f"posestream serve: cannot load model {args.model!r}: {str(err).splitlines()[0]}", file=sys.stderr)
         return EXIT_INPUT

@@ -8,7 +8,8 @@ when ``--synth`` is used).
 
 Per frame, predicted persons are matched one-to-one to true persons, greedily by mean joint distance.
 Reported (JSON on stdout): PCKh@0.5 (gt layouts with a head segment; see tools.metrics for the head size),
-OKS AP (pycocotools with the gt layout's sigmas), MPJPE root-relative and absolute and 3D PCK@150 mm
+OKS AP (pycocotools with the gt layout's sigmas), MPJPE root-relative, Procrustes-aligned (PA) and absolute and
+3D PCK@150 mm
 (when both sides have 3D; the root-relative error also per joint and per axis: x, y, depth), joint
 precision / recall / F1 (greedy matching within ``--match-px``), and the acceleration error (jitter: the
 predicted minus the true frame-to-frame acceleration of each matched person's joints, in px and, root-relative,
@@ -130,6 +131,7 @@ class Accumulator:
         if len(r["gt3"]):
             out["mpjpe_mm"] = M.mpjpe(r["pred3"], r["gt3"], r["ok3"], self.layout)
             out["mpjpe_abs_mm"] = M.mpjpe(r["pred3"], r["gt3"], r["ok3"])
+            out["pa_mpjpe_mm"] = M.pa_mpjpe(r["pred3"], r["gt3"], r["ok3"])
             out["pck3d@150mm"] = M.pck3d(r["pred3"], r["gt3"], r["ok3"], 150.0, self.layout)
             where = M.mpjpe_breakdown(r["pred3"], r["gt3"], r["ok3"], self.layout)
             out["mpjpe_per_axis_mm"] = where["per_axis"]
@@ -283,13 +285,16 @@ def _video_frames(path: Path) -> Iterable[np.ndarray]:
 
 
 def predict(model: str, frames: Iterable[np.ndarray], intrinsics: list[tuple | None], backend: str = "auto",
-            batch: int = 8, flip_test: bool = False, smooth: bool = False) -> list[PoseRecord]:
-    """Run ``engine.Engine(model)`` over frames; one record per frame (frame numbers from 0)."""
+            batch: int = 8, flip_test: bool = False, smooth: bool = False,
+            refine3d: bool = True) -> list[PoseRecord]:
+    """Run ``engine.Engine(model)`` over frames; one record per frame (frame numbers from 0). ``refine3d``:
+    run the 3D refiner the model's manifest names (``Engine(refine3d=...)``)."""
     try:
         from engine import Engine
     except ImportError as err:  # the engine is optional for pose-file evaluation
         raise ValueError(f"evaluate: --model needs engine.Engine, which is not available ({err})") from None
-    engine = Engine(model, backend=backend, max_batch=batch, flip_test=flip_test, smoothing=smooth)
+    engine = Engine(model, backend=backend, max_batch=batch, flip_test=flip_test, smoothing=smooth,
+                    refine3d=refine3d)
     out: list[PoseRecord] = []
     chunk: list[np.ndarray] = []
 
@@ -339,6 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--flip-test", action="store_true", help="run --model with the test-time flip (Engine flip_test)")
     p.add_argument("--smooth", action="store_true",
                    help="run --model with One-Euro smoothing per tracked person (posestream --smooth; frames 30 fps apart)")
+    p.add_argument("--no-refine3d", action="store_true",
+                   help="run --model without the 3D refiner its manifest names (the first stage's own 3D)")
     p.add_argument("--match-px", type=float, default=10.0, help="joint matching distance in pixels (default 10)")
     p.add_argument("--score-threshold", type=float, default=0.3, help="predicted joints counted from this score")
     p.add_argument("-o", "--output", type=Path, help="also write the summary JSON here")
@@ -416,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
                     raise ValueError("evaluate: --model needs --video or --synth")
                 frames = _video_frames(args.video)
             preds = predict(args.model, frames, _intrinsics(gts), args.backend, flip_test=args.flip_test,
-                            smooth=args.smooth)
+                            smooth=args.smooth, refine3d=not args.no_refine3d)
         summary = evaluate(preds, gts, args.match_px, args.score_threshold)
     except (ValueError, FileNotFoundError) as err:
         print(f"tools.evaluate: {err}", file=sys.stderr)

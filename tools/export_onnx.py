@@ -8,6 +8,8 @@ and, for SPM graphs with ``--with-decode``, ``intrinsics`` float32 [B, 4] (fx, f
 Graph outputs: the raw maps (``heatmaps`` or ``root``, ``disp``, ``depth``), or with ``--with-decode`` the
 decoded keypoints in input pixels: hourglass ``xy`` [B, K, 2], ``score`` [B, K] (DARK); SPM ``xy``
 [B, P, K, 2], ``score`` [B, P, K], ``person_score`` [B, P], ``count`` [B], ``xyz`` [B, P, K, 3] (mm).
+A checkpoint whose manifest names a 3D refiner (models/refine3d.py) keeps it: a raw-map export names a copy
+written beside the .onnx (the engine runs it after decoding), a ``--with-decode`` graph refines ``xyz`` itself.
 
 After export, ONNX Runtime runs the file on a batch of synthetic images (a batch size other than the
 traced one, to exercise the dynamic batch) and compares with PyTorch: maps within 1e-4 (plus 1e-4
@@ -33,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="factory name from models.MODELS: export random weights (benchmarks only)")
     p.add_argument("-o", "--output", required=True, help="output .onnx path; the manifest goes beside it as PATH.onnx.json")
     p.add_argument("--with-decode", action="store_true", help="put the codec's decoding into the graph")
+    p.add_argument("--no-refine3d", action="store_true",
+                   help="leave out the 3D refiner the checkpoint's manifest names (by default a raw-map export "
+                        "names a copy beside it, and --with-decode puts it in the graph)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 17; default 17)")
     p.add_argument("--verify-batch", type=int, default=3, help="batch size of the ONNX Runtime check (default 3)")
     return p
@@ -54,8 +59,9 @@ def load_source(args) -> tuple[object, dict]:
     return model, provenance
 
 
-def export_graph(model, with_decode: bool):
-    """The module that is traced: the network's last stage (``infer``), optionally followed by decoding."""
+def export_graph(model, with_decode: bool, refine3d=None):
+    """The module that is traced: the network's last stage (``infer``), optionally followed by decoding (and by
+    the 3D refiner ``refine3d`` on the decoded 3D, as the engine runs it)."""
     import torch
 
     config = model.config
@@ -64,6 +70,7 @@ def export_graph(model, with_decode: bool):
         def __init__(self) -> None:
             super().__init__()
             self.model = model
+            self.refine3d = refine3d
             self.codec = None
             if with_decode:
                 self.codec = config.heatmap_codec() if config.arch == "hourglass" else config.spm_codec()
@@ -75,7 +82,8 @@ def export_graph(model, with_decode: bool):
             if config.arch == "hourglass":
                 return self.codec.decode(maps["heatmaps"], method="dark")
             out = self.codec.decode(maps, intrinsics)
-            return out.xy, out.score, out.person_score, out.count, out.xyz
+            xyz = out.xyz if self.refine3d is None else self.refine3d(out.xyz, out.score)
+            return out.xy, out.score, out.person_score, out.count, xyz
 
     return Graph().eval()
 
@@ -171,7 +179,8 @@ def verify(graph, path: Path, inputs: list[str], outputs: list[str], batch: int,
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from models.checkpoint import build_manifest, write_manifest
+    from models.checkpoint import build_manifest, read_manifest, write_manifest
+    from models.refine3d import load_refine3d, named_refine3d, place_beside
 
     if args.opset < 17:
         print(f"export_onnx: --opset must be >= 17, got {args.opset}", file=sys.stderr)
@@ -183,13 +192,25 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    graph = export_graph(model, args.with_decode)
+    try:
+        refiner = None if args.no_refine3d or not args.checkpoint else named_refine3d(
+            args.checkpoint, read_manifest(args.checkpoint))
+    except ValueError as err:
+        print(f"export_onnx: {err}", file=sys.stderr)
+        return 2
+    in_graph = load_refine3d(refiner) if refiner is not None and args.with_decode else None
+    graph = export_graph(model, args.with_decode, in_graph)
     inputs, outputs = io_names(model.config, args.with_decode)
     export(graph, out, inputs, outputs, args.opset)
     ok = verify(graph, out, inputs, outputs, args.verify_batch, args.with_decode)
     info = {"inputs": inputs, "outputs": outputs, "with_decode": args.with_decode, "opset": args.opset,
             "dynamic_batch": True, "verified": ok}
-    manifest = write_manifest(out, build_manifest(model.config, "onnx", provenance, export=info))
+    extra = {}
+    if in_graph is not None:
+        info["refine3d_in_graph"] = refiner.name
+    elif refiner is not None:  # the engine runs it after its own decoding, as for the checkpoint
+        extra["refine3d"] = place_beside(refiner, out)
+    manifest = write_manifest(out, build_manifest(model.config, "onnx", provenance, export=info, **extra))
     print(f"export_onnx: wrote {out} and {manifest}")
     if not ok:
         print(f"export_onnx: FAILED: ONNX Runtime disagrees with PyTorch for {out}", file=sys.stderr)

@@ -8,7 +8,8 @@ size. ``--int8`` calibrates with an entropy calibrator (IInt8EntropyCalibrator2)
 folder (letterboxed to the input size) or rendered by ``tools.synth`` (``--calib synth``). A timing cache
 and the finished plans live in ``--cache`` (default ``~/.cache/posestream/trt``), keyed by (ONNX sha256,
 TensorRT version, GPU name, precision, profile): a second identical call copies the cached plan at once.
-The manifest beside the engine is the ONNX manifest plus those keys under ``export``.
+The manifest beside the engine is the ONNX manifest plus those keys under ``export``; a 3D refiner the ONNX
+manifest names (models/refine3d.py) is copied beside the engine and named by its manifest.
 
 After a build, ONNX Runtime (CPU) and the engine run the same synthetic batch and the keypoint
 difference is printed (maps are decoded with the model's codec first).
@@ -259,7 +260,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(cached, out)
-    write_manifest(out, {**manifest, "kind": "tensorrt", "export": {**manifest["export"], **record}})
+    from models.refine3d import MANIFEST_KEY, carry
+
+    manifest = {k: v for k, v in manifest.items() if k != MANIFEST_KEY}
+    try:
+        refiner = carry(onnx, read_manifest(onnx), out)  # the 3D refiner the ONNX file names, beside the plan too
+    except ValueError as err:
+        print(f"export_trt: {err}", file=sys.stderr)
+        return 2
+    write_manifest(out, {**manifest, "kind": "tensorrt", "export": {**manifest["export"], **record},
+                         **({MANIFEST_KEY: refiner} if refiner else {})})
     print(f"export_trt: wrote {out} and {manifest_path(out)} (keypoint diff {record['keypoint_diff_px']:.3f} px)")
     return 0
 

@@ -1,4 +1,4 @@
-"""Pose metrics: PCKh (MPII), OKS AP (COCO, through pycocotools), MPJPE and 3D PCK, joint precision/recall/F1,
+"""Pose metrics: PCKh (MPII), OKS AP (COCO, through pycocotools), MPJPE, PA-MPJPE and 3D PCK, joint precision/recall/F1,
 acceleration error (temporal jitter).
 
 Shapes: N persons, K joints; 2D points [N,K,2] pixels, 3D points [N,K,3] millimetres; masks [N,K] bool.
@@ -66,6 +66,38 @@ def mpjpe(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray, layout: Layout | N
     if not mask.any():
         return float("nan")
     return float(np.linalg.norm(pred - gt, axis=-1)[mask].mean())
+
+
+def pa_mpjpe(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray) -> float:
+    """Procrustes-aligned MPJPE (mm): each person's predicted joints pred [N,K,3] are first moved, rotated and
+    scaled onto the truth gt [N,K,3] by the similarity that fits its masked joints best (least squares:
+    Umeyama's SVD, reflections excluded); then the mean error over masked joints. Persons with fewer than three
+    masked joints are left out. It measures the pose's shape alone: a correct pose seen at the wrong scale,
+    rotation or place scores 0."""
+    pred, gt = np.asarray(pred, np.float64), np.asarray(gt, np.float64)
+    if pred.shape != gt.shape or pred.shape[-1] != 3:
+        raise ValueError(f"pa_mpjpe: pred {pred.shape} and gt {gt.shape} must both be [N,K,3]")
+    mask = np.asarray(mask, bool)
+    errors = []
+    for p, g, m in zip(pred, gt, mask):
+        m = m & np.isfinite(p).all(-1) & np.isfinite(g).all(-1)
+        if m.sum() < 3:
+            continue
+        errors.append(np.linalg.norm(procrustes(p[m], g[m]) - g[m], axis=-1))
+    return float(np.concatenate(errors).mean()) if errors else float("nan")
+
+
+def procrustes(source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """``source`` [M,3] moved by the similarity (scale, rotation, translation) closest to ``target`` [M,3]."""
+    mu_s, mu_t = source.mean(0), target.mean(0)
+    s, t = source - mu_s, target - mu_t
+    u, sigma, vt = np.linalg.svd(s.T @ t)
+    d = np.sign(np.linalg.det(u @ vt)) or 1.0
+    fix = np.diag([1.0, 1.0, d])
+    rotation = u @ fix @ vt  # applied on the right: s @ rotation
+    var = (s * s).sum()
+    scale = (sigma * np.diag(fix)).sum() / var if var > 0 else 1.0
+    return scale * s @ rotation + mu_t
 
 
 def mpjpe_breakdown(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray, layout: Layout) -> dict:

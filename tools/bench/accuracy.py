@@ -41,8 +41,9 @@ def _renumber(records, offset: int):
 
 
 def run(model: str, layout: str, seeds: list[int], frames: int, persons: tuple[int, int], workdir: Path,
-        flip_test: bool = False):
-    """(offline summary, pipeline summary) pooled over the seeds' clips."""
+        flip_test: bool = False, refine3d: bool = True):
+    """(offline summary, pipeline summary) pooled over the seeds' clips; ``refine3d=False`` skips the 3D
+    refiner the model's manifest names."""
     gts, offline, live = [], [], []
     for n, seed in enumerate(seeds):
         clip = workdir / str(seed)
@@ -51,11 +52,13 @@ def run(model: str, layout: str, seeds: list[int], frames: int, persons: tuple[i
         gt = list(read_pose_file(gt_file))
         offset = n * frames
         gts += _renumber(gt, offset)
-        offline += _renumber(predict(model, _video_frames(video), _intrinsics(gt), flip_test=flip_test), offset)
+        offline += _renumber(predict(model, _video_frames(video), _intrinsics(gt), flip_test=flip_test,
+                                     refine3d=refine3d), offset)
         poses = clip / "poses.jsonl"
         cmd = [sys.executable, "-m", "stream.cli", "video", str(video), "-o", str(clip / "out.mp4"), "--poses",
                str(poses), "--model", model, "--no-progress", "--intrinsics", clip_intrinsics(gt_file)]
         cmd += ["--flip-test"] if flip_test else []
+        cmd += [] if refine3d else ["--no-refine3d"]
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
         live += _renumber(list(read_pose_file(poses)), offset)
     return evaluate(offline, gts), evaluate(live, gts)
@@ -133,6 +136,18 @@ def teacher_run(args, workdir: Path) -> None:
              "included", **info)
 
 
+def refiner_name(model: str, enabled: bool = True) -> str | None:
+    """The file name of the 3D refiner the model runs with (its manifest's), or None."""
+    if not enabled:
+        return None
+    from engine.loading import resolve_model
+    from models.refine3d import named_refine3d
+
+    loaded = resolve_model(model)
+    path = named_refine3d(loaded.path, loaded.manifest) if loaded.path is not None and loaded.manifest else None
+    return None if path is None else path.name
+
+
 def crops_pckh(model: str, seeds: list[int], persons: tuple[int, int], flip_test: bool = False) -> dict:
     """PCKh@0.5 on GT-box crops: ``mpii`` (without pelvis and thorax, as in MPII tables), ``all`` joints,
     ``visible`` and ``occluded`` joints apart, ``per_joint`` {name: value}, and the number of ``crops``."""
@@ -206,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--start", type=int, default=0, help="--ref: first frame scored (default 0)")
     p.add_argument("--stop", type=int, help="--ref: frames from here on are not scored")
     p.add_argument("--teacher-fps", action="store_true", help="--ref: also time the teacher pipeline on the excerpt")
+    p.add_argument("--no-refine3d", action="store_true",
+                   help="clips: without the 3D refiner the model's manifest names (the first stage's own 3D)")
     args = p.parse_args(argv)
     args.models, args.model = args.model or ["default"], (args.model or ["default"])[0]
     if args.ref is not None:
@@ -228,14 +245,17 @@ def main(argv: list[str] | None = None) -> int:
         emit("accuracy", "crops_pckh@0.5_occluded", r["occluded"], "fraction", share=round(r["occluded_share"], 4),
              **info)
         return 0
+    refine3d = refiner_name(args.model, not args.no_refine3d)
     with tempfile.TemporaryDirectory(prefix="posestream-acc-") as tmp:
-        results = run(args.model, args.layout, seeds, args.frames, persons, Path(tmp), args.flip_test)
+        results = run(args.model, args.layout, seeds, args.frames, persons, Path(tmp), args.flip_test,
+                      not args.no_refine3d)
     for where, summary in zip(("offline", "pipeline"), results):
         for key, value in headline(summary).items():
             if key not in ("frames", "people"):
-                emit("accuracy", f"{where}_{key}", value, "mm" if key == "mpjpe_mm" else "fraction",
+                emit("accuracy", f"{where}_{key}", value, "mm" if key.endswith("_mm") else "fraction",
                      model=args.model, layout=args.layout, seeds=seeds, frames=summary["frames"],
-                     people=summary["gt_persons"], flip_test=args.flip_test, machine=machine())
+                     people=summary["gt_persons"], flip_test=args.flip_test, refine3d=refine3d,
+                     machine=machine())
     return 0
 
 

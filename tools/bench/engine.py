@@ -5,7 +5,10 @@ Stages, each timed with a device synchronisation after it (median over ``--iters
 * ``pre``: upload + letterbox + BGR->RGB + normalise (engine.preprocess) of a batch of uint8 frames;
 * ``infer``: the backend alone;
 * ``post``: decoding and mapping back to frame pixels on the device;
-* ``copy``: packing, the one device-to-host copy and unpacking into ``Poses``.
+* ``copy``: packing, the one device-to-host copy and unpacking into ``Poses``;
+* ``refine3d`` (models whose manifest names a 3D refiner, unless ``--no-refine3d``): the refiner alone on the
+  decoded batch, every padded person row (``max_persons`` per image, whatever the count found); it is part of
+  ``post``.
 
 ``images_per_s`` is measured separately over whole ``Stage.run`` calls (no syncs between stages).
 Frames are synthetic (random uint8) at ``--frame-size`` (default: the model's input size).
@@ -46,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-fp16", action="store_true", help="torch on CUDA: keep float32")
     p.add_argument("--no-cuda-graphs", action="store_true", help="torch on CUDA: no CUDA graphs")
     p.add_argument("--compile", action="store_true", help="torch: torch.compile the model")
+    p.add_argument("--no-refine3d", action="store_true", help="without the 3D refiner the model's manifest names")
     p.add_argument("--cache-dir", default=None, help="where ONNX exports are cached (default ~/.cache/posestream)")
     return p
 
@@ -71,7 +75,7 @@ def _stage(args):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # random: specs warn; the record says what was run
         return Stage(args.model, args.backend, args.device, max_batch=args.batch, cache_dir=args.cache_dir,
-                     model_args=model_args, torch_options=torch_options)
+                     model_args=model_args, torch_options=torch_options, refine3d=not args.no_refine3d)
 
 
 def measure(stage, frames: list[np.ndarray], iters: int, warmup: int) -> dict[str, float]:
@@ -89,8 +93,17 @@ def measure(stage, frames: list[np.ndarray], iters: int, warmup: int) -> dict[st
         "post": time_call(lambda: stage.decode(outputs, inverse, intrinsics), **kw),
         "copy": time_call(lambda: stage.fetch(decoded), **kw),
     }
+    if stage.refine3d is not None:
+        times["refine3d"] = time_call(lambda: _refine(stage, decoded), **kw)
     times["total"] = time_call(lambda: stage.run(frames), **kw)
     return times
+
+
+def _refine(stage, decoded):
+    from engine.stage import host_threads
+
+    with host_threads(stage.device), torch.inference_mode():
+        return stage.refine3d(decoded.xyz, decoded.score)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
                   threads=torch.get_num_threads(), machine=machine())
     for name in ("pre", "infer", "post", "copy", "total"):
         emit("engine", f"{name}_ms", times[name] * 1e3, "ms", **common)
+    if "refine3d" in times:
+        emit("engine", "refine3d_ms", times["refine3d"] * 1e3, "ms", rows=int(args.batch * stage.config.spm_codec()
+             .params.max_persons), params=sum(p.numel() for p in stage.refine3d.parameters()), **common)
     emit("engine", "images_per_s", args.batch / times["total"], "images/s", **common)
     emit("engine", "post_share", (times["post"] + times["copy"]) / times["total"], "fraction", **common)
     emit("engine", "load_s", load_s, "s", **common)

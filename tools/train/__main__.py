@@ -65,7 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         cfg = config_from_args(args)
-        from tools.train.loop import Trainer
+        if cfg.refine3d:  # the 3D refiner (models/refine3d.py) instead of an image network
+            from tools.train.refine3d import Refine3DTrainer as Trainer
+        else:
+            from tools.train.loop import Trainer
 
         Trainer(cfg, device=args.device).fit(resume=args.resume)
     except (ValueError, FileNotFoundError) as err:

@@ -30,7 +30,8 @@ this many minutes of wall time, the learning rate falling from lr to 0 on a cosi
 stop; the schedule setting is then unused), init (a checkpoint whose
 matching tensors start the run: fine-tuning, a grown head, or a network grown by stacks:
 models.hourglass.grow_stacks), widen (with init: a network built wider than the checkpoint starts as the narrower
-one: models.checkpoint.widened); [output] dir, tensorboard.
+one: models.checkpoint.widened); [output] dir, tensorboard; [refine3d] (its presence trains the 3D refiner of
+models/refine3d.py instead of an image network, on the first stage's predictions: tools/train/refine3d.py).
 """
 
 from __future__ import annotations
@@ -98,6 +99,7 @@ class TrainConfig:
     widen: bool = False
     out: str = "runs/train"
     tensorboard: bool = True
+    refine3d: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         checks = {"source": ("synth", "shards", "footage"), "optimizer": ("adam", "rmsprop"),
@@ -139,11 +141,12 @@ def load_config(path: str | Path) -> TrainConfig:
         raise ValueError(f"{path}: not valid TOML ({err})") from None
     values: dict = {"model_overrides": {}}
     for section, table in data.items():
-        if section == "augment":
-            values["augment"] = dict(table)
+        if section in ("augment", "refine3d"):
+            values[section] = dict(table)
             continue
         if section not in SECTIONS or not isinstance(table, dict):
-            raise ValueError(f"{path}: unknown section [{section}]; known: {', '.join([*SECTIONS, 'augment'])}")
+            raise ValueError(f"{path}: unknown section [{section}]; known: "
+                             f"{', '.join([*SECTIONS, 'augment', 'refine3d'])}")
         keys = SECTIONS[section]
         for key, value in table.items():
             if key not in keys:
