@@ -66,7 +66,7 @@ def refine3d_for(loaded: LoadedModel, choice, device: torch.device):
     if module.config.layout != loaded.config.layout:
         raise ValueError(f"model {loaded.model_id}: the 3D refiner's layout {module.config.layout!r} differs from "
                          f"the model's {loaded.config.layout!r}")
-    return module.to(device)
+    return module.fused().to(device)  # batch norms folded into the linear layers
 
 
 def zoo_dir() -> Path:

@@ -15,6 +15,7 @@ scores [K] (K joints of ``layout``; ``S = unit_mm``):
 * the 2D joints normalised by the intrinsics and the person's scale: each joint's ray ``(x/z, y/z)`` (that is
   ``((u - cx) / fx, (v - cy) / fy)`` of its pixel), minus the root's ray, times the root depth, / S;
 * the decoded root-relative 3D ``(xyz - root) / S``;
+* with ``scores``, the joint scores themselves (zero where invalid): how sure the heatmaps were;
 * the root's ray (2) and ``log(root depth / ROOT_DEPTH_MM)`` (1): where the person stands.
 
 Output: root-relative 3D (the root point exactly 0), added to the root to give camera mm again; with
@@ -60,6 +61,7 @@ class Refine3DConfig:
         min_score: joints scoring below this are invalid (the SPM decoder keeps a regressed joint where its
             heatmap peak is below its ``refine_threshold``, 0.1: the heatmaps did not see it).
         root_depth: also predict a correction of the root's depth.
+        scores: the joint scores are inputs too (else only the validity flags they give).
         unit_mm: millimetres per unit of the network's inputs and outputs.
     """
 
@@ -69,6 +71,7 @@ class Refine3DConfig:
     dropout: float = 0.25
     min_score: float = 0.1
     root_depth: bool = False
+    scores: bool = True
     unit_mm: float = 1000.0
 
     def __post_init__(self) -> None:
@@ -86,7 +89,7 @@ class Refine3DConfig:
 
     @property
     def num_inputs(self) -> int:
-        return 6 * self.num_joints + 3
+        return (7 if self.scores else 6) * self.num_joints + 3
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "refine3d config") -> Refine3DConfig:
@@ -139,8 +142,10 @@ class Refine3D(nn.Module):
         """Joints [..., K] bool that count as seen: score >= min_score, depth >= MIN_DEPTH_MM, finite."""
         return (score >= self.config.min_score) & (xyz[..., 2] >= MIN_DEPTH_MM) & torch.isfinite(xyz).all(-1)
 
-    def features(self, xyz: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(inputs [N, 6K+3], relative 3D [N,K,3] in units (zero where invalid), root [N,3] mm) of rows [N,K,3]."""
+    def features(self, xyz: torch.Tensor, score: torch.Tensor, valid: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(inputs [N, num_inputs], relative 3D [N,K,3] in units (zero where invalid), root [N,3] mm) of rows
+        xyz [N,K,3], score and valid [N,K]."""
         s = self.config.unit_mm
         root = self.root(xyz)
         z_root = root[:, 2:3].clamp_min(MIN_DEPTH_MM)  # [N,1]
@@ -151,18 +156,39 @@ class Refine3D(nn.Module):
         flat = (ray - ray_root[:, None]) * z_root[:, None] / s * v
         rel = (xyz_safe - root[:, None]) / s * v
         person = torch.cat([ray_root, torch.log(z_root / ROOT_DEPTH_MM)], dim=-1)
-        return torch.cat([flat.flatten(1), rel.flatten(1), v.flatten(1), person], dim=-1), rel, root
+        parts = [flat.flatten(1), rel.flatten(1), v.flatten(1)]
+        if self.config.scores:
+            parts.append(score.clamp(0.0, 1.0) * v[..., 0])
+        return torch.cat([*parts, person], dim=-1), rel, root
 
     def refine(self, xyz: torch.Tensor, score: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(root-relative 3D [N,K,3] mm, root [N,3] camera mm) of rows xyz [N,K,3], score [N,K] (float32)."""
         k = self.config.num_joints
-        x, rel, root = self.features(xyz, self.valid(xyz, score))
+        x, rel, root = self.features(xyz, score, self.valid(xyz, score))
         out = self.head(self.blocks(self.stem(x)))
         refined = rel + out[:, : 3 * k].reshape(-1, k, 3)
         refined = (refined - self.root(refined)[:, None]) * self.config.unit_mm
         if self.config.root_depth:
             root = root * torch.exp(out[:, 3 * k:])
         return refined, root
+
+    def fused(self) -> Refine3D:
+        """An inference copy with each batch norm folded into the linear layer before it (the same function
+        in eval mode, fewer and smaller ops: what the engine runs)."""
+        import copy
+
+        out = copy.deepcopy(self).eval()
+        for seq in [out.stem] + [b.layers for b in out.blocks]:
+            for i in range(0, len(seq), 4):
+                linear, norm = seq[i], seq[i + 1]
+                if not isinstance(norm, nn.BatchNorm1d):
+                    continue
+                with torch.no_grad():
+                    scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
+                    linear.weight.mul_(scale[:, None])
+                    linear.bias.copy_((linear.bias - norm.running_mean) * scale + norm.bias)
+                seq[i + 1] = nn.Identity()
+        return out
 
     def forward(self, xyz: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
         k = self.config.num_joints

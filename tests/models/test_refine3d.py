@@ -135,3 +135,13 @@ def test_attach_refuses_another_layout(tmp_path):
     save_refine3d(_trained(), tmp_path / "r.safetensors")
     with pytest.raises(ValueError, match="layout 'panoptic19' differs"):
         attach(tmp_path / "net.safetensors", tmp_path / "r.safetensors")
+
+
+def test_the_fused_copy_computes_the_same_with_fewer_layers():
+    model = _trained(Refine3DConfig(width=32, blocks=2, root_depth=True))
+    fused = model.fused()
+    xyz, score = _people(16, seed=4), torch.rand(16, 19)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(xyz, score), model(xyz, score), atol=0.01, rtol=1e-5)
+    assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in fused.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm1d) for m in model.modules())  # the original is untouched

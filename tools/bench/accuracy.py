@@ -3,8 +3,10 @@
 For each seed, a clip is generated (``tools.demo.make_sample``: 640x480, the model's layout) and scored
 against its exact ground truth twice: **offline** (``engine.Engine`` on the decoded frames, the clip's
 intrinsics given) and **through the pipeline** (``posestream video --intrinsics ...``: capture, engine and
-renderer processes, lossless). Both are pooled over all seeds. Figures: OKS AP, MPJPE (root-relative, mm) and
-3D PCK@150 mm for 3D models, PCKh@0.5 for layouts with a head segment, joint F1 (10 px).
+renderer processes, lossless). Both are pooled over all seeds. Figures: OKS AP, MPJPE (root-relative, mm),
+PA-MPJPE (Procrustes-aligned, mm) and 3D PCK@150 mm for 3D models, PCKh@0.5 for layouts with a head segment,
+joint F1 (10 px). A model whose manifest names a 3D refiner runs with it (each record's ``refine3d`` names it);
+``--no-refine3d`` scores the first stage's own 3D.
 
 ``--protocol crops`` (hourglass models) is the MPII protocol instead: each person of single images is cut
 out with its ground-truth box (the validation crop of tools.data.augment: square, margin 0.2) and PCKh@0.5

@@ -58,6 +58,7 @@ class Refine3DParams:
     dropout: float = 0.25
     min_score: float = 0.1
     root_depth: bool = False
+    scores: bool = True
     root_weight: float = 1.0
     noisy_share: float = 0.5
     max_match: float = 0.15
@@ -78,7 +79,7 @@ class Refine3DParams:
 
     def model_config(self) -> Refine3DConfig:
         return Refine3DConfig(layout=self.layout, width=self.width, blocks=self.blocks, dropout=self.dropout,
-                              min_score=self.min_score, root_depth=self.root_depth)
+                              min_score=self.min_score, root_depth=self.root_depth, scores=self.scores)
 
 
 def _real(folder: str, max_match: float | None) -> dict[str, torch.Tensor]:
@@ -111,8 +112,8 @@ class Refine3DTrainer:
         self.val = _real(self.params.val_data, None)
         self.poses = self._poses() if self.params.noisy_share > 0 else None
         valid = self.model.valid(self.real["pred"], self.real["score"])
-        self.errors = ErrorModel.measure(self.real["pred"], valid, self.real["gt"], self.real["in_frame"],
-                                         self.root_joints)
+        self.errors = ErrorModel.measure(self.real["pred"], self.real["score"], valid, self.real["gt"],
+                                         self.real["in_frame"], self.root_joints)
         self.optimizer = self._optimizer()
         self.scheduler = self._scheduler()
         self.scaler = torch.amp.GradScaler("cuda", enabled=False)  # for the shared training state format

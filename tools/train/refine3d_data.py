@@ -35,7 +35,8 @@ def rays(xyz: torch.Tensor) -> torch.Tensor:
 class ErrorModel:
     """The first stage's errors measured on real pairs (see the module docstring).
 
-    joint_errors: per joint, [M_j, 3] (x, y, z mm) of the pairs where that joint was valid; root_ray [M, 2] mm;
+    joint_errors: per joint, [M_j, 4] (x, y, z mm, and the joint's score) of the pairs where that joint was valid
+    (a noised joint takes an error and the score that came with it); root_ray [M, 2] mm;
     root_log [M]; valid_in / valid_out [K]: how often a joint inside / outside the frame is valid.
     """
 
@@ -46,13 +47,13 @@ class ErrorModel:
     valid_out: np.ndarray
 
     @classmethod
-    def measure(cls, pred: torch.Tensor, valid: torch.Tensor, gt: torch.Tensor, in_frame: torch.Tensor,
-                root_joints: tuple[int, ...]) -> ErrorModel:
+    def measure(cls, pred: torch.Tensor, score: torch.Tensor, valid: torch.Tensor, gt: torch.Tensor,
+                in_frame: torch.Tensor, root_joints: tuple[int, ...]) -> ErrorModel:
         pr, gr = root_of(pred, root_joints), root_of(gt, root_joints)
         zg = gr[:, 2:3]
         e2 = ((rays(pred) - rays(pr)[:, None]) - (rays(gt) - rays(gr)[:, None])) * zg[:, None]
         ez = (pred[..., 2] - pr[:, None, 2]) - (gt[..., 2] - gr[:, None, 2])
-        err = torch.cat([e2, ez[..., None]], dim=-1).numpy()
+        err = torch.cat([e2, ez[..., None], score[..., None]], dim=-1).numpy()
         v = valid.numpy()
         inside = in_frame.numpy()
         rate = lambda m: np.array([(v[:, j] & m[:, j]).sum() / max(1, m[:, j].sum()) for j in range(v.shape[1])])  # noqa: E731
@@ -63,6 +64,7 @@ class ErrorModel:
     def summary(self, names: tuple[str, ...]) -> dict:
         """Per joint and axis mean and standard deviation (mm), the root's figures and the valid rates."""
         def stats(e):
+            e = e[:, :3] if e.shape[1] > 3 else e
             return {"mean": [round(float(x), 1) for x in e.mean(0)], "std": [round(float(x), 1) for x in e.std(0)]}
         return {"joints": {n: {**stats(e), "valid_in_frame": round(float(a), 3), "valid_outside": round(float(b), 3)}
                            for n, e, a, b in zip(names, self.joint_errors, self.valid_in, self.valid_out) if len(e)},
@@ -72,9 +74,9 @@ class ErrorModel:
 
     def noised(self, gt: torch.Tensor, in_frame: torch.Tensor, root_joints: tuple[int, ...],
                rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """(predictions [N,K,3], scores [N,K] 1 valid / 0 invalid) made from true poses gt [N,K,3]."""
+        """(predictions [N,K,3], scores [N,K]: 0 where invalid) made from true poses gt [N,K,3]."""
         n, k = gt.shape[:2]
-        err = np.zeros((n, k, 3), np.float32)
+        err = np.zeros((n, k, 4), np.float32)
         for j, pool in enumerate(self.joint_errors):
             if len(pool):
                 err[:, j] = pool[rng.integers(len(pool), size=n)]
@@ -90,7 +92,7 @@ class ErrorModel:
         pred = torch.cat([ray * z[..., None], z[..., None]], dim=-1)
         u = torch.from_numpy(rng.random((n, k))).float()
         rate = torch.where(in_frame, torch.from_numpy(self.valid_in).float(), torch.from_numpy(self.valid_out).float())
-        return pred, (u < rate).float()
+        return pred, torch.where(u < rate, err[..., 3], 0.0)
 
 
 def rotate_about_root(xyz: torch.Tensor, angle: torch.Tensor, root_joints: tuple[int, ...]) -> torch.Tensor:
