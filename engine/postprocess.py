@@ -121,8 +121,23 @@ class PostProcessor:
         d = self.codec.decode(maps, intrinsics if "depth" in maps else None)
         xyz = d.xyz if "depth" in maps else None
         if xyz is not None and self.refine3d is not None:
-            xyz = self.refine3d(xyz, d.score)  # every (padded) row of the batch at once, on the device
+            xyz = self.refine(xyz, d.score, d.person_score)
         return Decoded(d.xy, d.score, d.person_score, xyz)
+
+    def refine(self, xyz: torch.Tensor, score: torch.Tensor, person_score: torch.Tensor) -> torch.Tensor:
+        """The 3D refiner on every person of the batch at once, on the device: xyz [B,P,K,3], score [B,P,K].
+
+        On a GPU it runs on all B x P rows (padded ones pass through: static shapes, no sync); on the CPU, where
+        its matmuls cost by the row, on the rows that hold a person (person_score > 0) only."""
+        if xyz.device.type != "cpu":
+            return self.refine3d(xyz, score)
+        k = xyz.shape[2]
+        rows = (person_score > 0).flatten()
+        if not bool(rows.any()):
+            return xyz
+        out = xyz.reshape(-1, k, 3).clone()
+        out[rows] = self.refine3d(out[rows], score.reshape(-1, k)[rows])
+        return out.reshape(xyz.shape)
 
     def to_frames(self, decoded: Decoded, inverse: torch.Tensor) -> Decoded:
         """Map xy [B,P,K,2] from input to frame pixels by ``inverse`` [B,2,3] (input -> frame), on the device."""

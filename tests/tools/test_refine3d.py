@@ -61,8 +61,9 @@ def test_mirror_and_rotation_keep_the_body_and_its_root():
     np.testing.assert_allclose(_bones(turned.numpy()), _bones(xyz.numpy()), rtol=1e-4, atol=0.05)
     same = Augment(flip=True, rotate_deg=30.0).geometry([xyz, xyz.clone()], flip, ROOTS, np.random.default_rng(0))
     torch.testing.assert_close(same[0], same[1])  # one draw for every tensor of a sample
-    dropped = Augment(drop_joints=0.5).drop(torch.ones(2000, 19), np.random.default_rng(1))
-    assert 0.45 < (dropped == 0).float().mean() < 0.55
+    lost = (Augment(drop_joints=0.5).drop(torch.ones(2000, 19), np.random.default_rng(1)) == 0).float()
+    assert 0.22 < lost.mean() < 0.28  # each sample's rate uniform in [0, 0.5]
+    assert lost.mean(1).min() < 0.06 and lost.mean(1).max() > 0.4
 
 
 def _biased(gt: np.ndarray, seed: int) -> np.ndarray:
@@ -119,6 +120,8 @@ width = 128
 blocks = 1
 dropout = 0.1
 noisy_share = 0.3
+bone_weight = 1.0
+drop_joints = 0.2
 [data]
 batch_size = 128
 [optim]
@@ -136,7 +139,7 @@ tensorboard = false
     manifest = read_refine3d_manifest(run / "best.safetensors")
     before = manifest["provenance"]["first_stage_val"]["mpjpe_mm"]
     best = min(float(r["val_mpjpe_mm"]) for r in rows)
-    assert best < 0.6 * before, (before, rows)
+    assert best < 0.7 * before, (before, rows)
     assert manifest["provenance"]["metrics"]["val_mpjpe_mm"] == best
     bias = manifest["provenance"]["first_stage_errors"]["joints"]["l_wrist"]["mean"]
     assert 120 < bias[1] < 180  # the measured error: the wrist 150 mm low (y is down), relative to the root

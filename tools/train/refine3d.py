@@ -14,10 +14,14 @@ Data (``python -m tools.data.refine3d`` writes it):
 
 Augmentation: mirror (probability 1/2), rotation about the vertical axis through the root (within
 ``rotate_real_deg`` for real pairs, prediction and truth together; ``rotate_poses_deg`` for true poses, before
-their noise), and valid joints flagged invalid with probability ``drop_joints`` (teaches filling them in).
+their noise), and joints flagged invalid at a rate drawn per sample from [0, ``drop_joints``] (teaches filling
+them in).
 
 Loss: mean per-joint position error (mm) of the refined root-relative 3D, every joint (those outside the frame
-too: the truth knows them); with ``root_depth``, plus ``root_weight`` x 1000 x |log(root depth / true)|.
+too: the truth knows them), plus ``bone_weight`` x the absolute error of the lengths of the bones that touch a
+joint it filled in (an invalid one), averaged over all bones (mm: keeps filled-in joints at plausible
+distances without holding the seen ones to a length); with ``root_depth``, plus ``root_weight`` x 1000 x
+|log(root depth / true)|.
 Validation (``val_data``, every matched pair): root-relative MPJPE, PA-MPJPE and 3D PCK@150 mm over the joints
 inside the frame, as tools.evaluate counts them, beside the first stage's own (the identity); the best
 checkpoint is the lowest validation MPJPE.
@@ -60,6 +64,7 @@ class Refine3DParams:
     root_depth: bool = False
     scores: bool = True
     root_weight: float = 1.0
+    bone_weight: float = 0.0
     noisy_share: float = 0.5
     max_match: float = 0.15
     flip: bool = True
@@ -101,6 +106,7 @@ class Refine3DTrainer:
         self.rng = np.random.default_rng([cfg.seed, 23])
         self.layout = get_layout(self.params.layout)
         self.flip_index, self.root_joints = layout_facts(self.params.layout)
+        self.bones = [list(side) for side in zip(*self.layout.bones)]
         self.model = Refine3D(self.params.model_config())
         if cfg.init:
             start = load_refine3d(cfg.init)
@@ -162,6 +168,12 @@ class Refine3DTrainer:
         rel, root = self.model.refine(pred, score)
         gr = gt[:, list(self.root_joints)].mean(dim=1)
         loss = (rel - (gt - gr[:, None])).norm(dim=-1).mean()
+        if self.params.bone_weight > 0:  # the bones of joints it filled in: plausible lengths
+            a, b = self.bones
+            bones = lambda x: (x[:, a] - x[:, b]).norm(dim=-1)  # noqa: E731
+            valid = self.model.valid(pred, score)
+            filled = (~(valid[:, a] & valid[:, b])).float()
+            loss = loss + self.params.bone_weight * ((bones(rel) - bones(gt)).abs() * filled).mean()
         if self.params.root_depth:
             ratio = root[:, 2].clamp_min(1.0) / gr[:, 2].clamp_min(1.0)
             loss = loss + self.params.root_weight * 1000.0 * ratio.log().abs().mean()

@@ -113,7 +113,9 @@ def mirror(xyz: torch.Tensor, flip_index: np.ndarray) -> torch.Tensor:
 
 @dataclass
 class Augment:
-    """Mirror with probability 1/2, rotation about the vertical axis, joints dropped (flagged invalid)."""
+    """Mirror with probability 1/2, rotation about the vertical axis, joints dropped (flagged invalid): each
+    sample draws a rate uniformly from [0, ``drop_joints``] and flags each of its joints at that rate, so some
+    samples lose none and some lose many."""
 
     flip: bool = True
     rotate_deg: float = 0.0
@@ -138,7 +140,8 @@ class Augment:
     def drop(self, score: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
         if self.drop_joints <= 0:
             return score
-        return torch.where(torch.from_numpy(rng.random(tuple(score.shape)) < self.drop_joints), 0.0, score)
+        rate = rng.uniform(0.0, self.drop_joints, (score.shape[0], 1))
+        return torch.where(torch.from_numpy(rng.random(tuple(score.shape)) < rate), 0.0, score)
 
 
 def layout_facts(layout: str) -> tuple[np.ndarray, tuple[int, ...]]:
