@@ -175,10 +175,13 @@ def calibrate(records: list, labels, frames: list[int], grid=THRESHOLDS) -> tupl
     return best[1], best[2]
 
 
-def save(best: Path, name: str, provenance: dict, codec: dict) -> Path:
+def save(best: Path, name: str, provenance: dict, codec: dict, base=None) -> Path:
     """The adapted checkpoint as ``user_models_dir()/NAME`` (float16 weights, manifest with provenance), its
-    decoding parameters updated with ``codec`` (e.g. the calibrated person_threshold)."""
+    decoding parameters updated with ``codec`` (e.g. the calibrated person_threshold). Where the ``base`` model
+    (engine.loading.resolve_model's) names a 3D refiner, the adapted model gets a copy beside it: fine-tuning
+    keeps the base's 3D head, so its refiner still applies."""
     from models.checkpoint import load_checkpoint, read_manifest, save_checkpoint
+    from models.refine3d import attach, named_refine3d
 
     model = load_checkpoint(best)
     model.config = replace(model.config, codec={**model.config.codec, **codec})
@@ -187,6 +190,9 @@ def save(best: Path, name: str, provenance: dict, codec: dict) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"{name}.safetensors"
     save_checkpoint(model, target, prov, dtype="float16")
+    refiner = named_refine3d(base.path, base.manifest) if base is not None and base.path and base.manifest else None
+    if refiner is not None:
+        attach(target, refiner, {"adapted_model": name})
     load_checkpoint(target)  # it loads back
     return target
 
@@ -251,7 +257,7 @@ def run(args) -> int:
         "minutes": {"labelling": round(label_min, 2), "fine_tuning": round(sum(r["seconds"] for r in rows) / 60, 2),
                     "total": round(minutes, 2), "budget": args.budget_min},
         "held_out_vs_teacher": figures}}
-    target = save(best, args.name, provenance, {"person_threshold": threshold})
+    target = save(best, args.name, provenance, {"person_threshold": threshold}, base)
     say(f"4/4 saved {target} in {minutes:.1f} min; run it with: posestream run --source webcam:0 --model {args.name}")
     print(json.dumps({"model": args.name, "path": str(target), "minutes": round(minutes, 2), **figures},
                      default=_json))

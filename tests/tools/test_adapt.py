@@ -102,6 +102,7 @@ def test_adapt_end_to_end_on_real_footage(tmp_path, monkeypatch, teacher_python,
         figures = adapt["held_out_vs_teacher"][name]
         assert figures["teacher_persons"] > 0 and 0.0 <= figures["found"] <= 1.0 and figures["engine_fps"] > 0
     assert 0.0 <= adapt["held_out_vs_teacher"]["adapted"]["person_threshold"] < 1.0
+    assert read_manifest(out["path"])["refine3d"]["file"] == "tiny.refine3d.safetensors"  # the default's refiner
     with Engine("tiny") as engine:  # --model tiny finds it, at the camera's resolution
         assert engine.input_size == (768, 576)
         poses = engine.infer([np.zeros((576, 768, 3), np.uint8)])[0]
