@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 import random
@@ -25,7 +24,7 @@ from tools.data.footage import Footage, FootageTargets, FootageValidation, Mixed
 from tools.metrics import pckh
 from tools.train.config import TrainConfig
 from tools.train.losses import heatmap_loss, spm_loss
-from tools.train.state import load_state, save_state
+from tools.train.state import load_state, log_row, open_tensorboard, save_state
 
 LOSS_WEIGHTS = ("foreground_weight", "root_weight", "disp_weight", "depth_weight", "heatmap_weight")
 LOG_FIELDS = ("epoch", "train_loss", "val_loss", "val_pckh", "lr", "samples_per_s", "seconds")
@@ -244,7 +243,7 @@ class Trainer:
         """Train from ``start_epoch`` to ``cfg.epochs``; returns this run's log rows."""
         if resume:
             self.resume()
-        writer = self._tensorboard()
+        writer = open_tensorboard(self.out, self.rank == 0 and self.cfg.tensorboard)
         rows = []
         if self.cfg.budget_min > 0:
             self.budget_s = self.cfg.budget_min * 60.0
@@ -267,30 +266,7 @@ class Trainer:
             rows.append(row)
             if self.rank == 0:
                 self._save(epoch, row)
-                self._log(row, writer)
+                log_row(self.out, row, LOG_FIELDS, writer)
         if writer is not None:
             writer.close()
         return rows
-
-    def _tensorboard(self):
-        if self.rank != 0 or not self.cfg.tensorboard:
-            return None
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            return None
-        return SummaryWriter(str(self.out / "tensorboard"))
-
-    def _log(self, row: dict, writer) -> None:
-        path = self.out / "log.csv"
-        new = not path.exists()
-        with path.open("a", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=LOG_FIELDS)
-            if new:
-                w.writeheader()
-            w.writerow(row)
-        print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
-        if writer is not None:
-            for key in ("train_loss", "val_loss", "val_pckh", "lr", "samples_per_s"):
-                if row[key] is not None:
-                    writer.add_scalar(key, row[key], row["epoch"])

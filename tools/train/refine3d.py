@@ -29,7 +29,6 @@ checkpoint is the lowest validation MPJPE.
 
 from __future__ import annotations
 
-import csv
 import sys
 import time
 from dataclasses import asdict, dataclass, fields
@@ -44,7 +43,7 @@ from models.refine3d import Refine3D, Refine3DConfig, load_refine3d, save_refine
 from tools import metrics as M
 from tools.train.config import TrainConfig
 from tools.train.refine3d_data import Augment, ErrorModel, layout_facts
-from tools.train.state import load_state, save_state
+from tools.train.state import load_state, log_row, open_tensorboard, save_state
 
 LOG_FIELDS = ("epoch", "train_loss", "val_mpjpe_mm", "val_pa_mpjpe_mm", "val_pck3d", "lr", "samples_per_s",
               "seconds")
@@ -250,7 +249,7 @@ class Refine3DTrainer:
         print(f"tools.train: 3D refiner, {len(self.real['pred'])} real pairs, "
               f"{0 if self.poses is None else len(self.poses['gt'])} true poses; first stage on validation: "
               f"{self.baseline}", file=sys.stderr, flush=True)
-        writer = self._tensorboard()
+        writer = open_tensorboard(self.out, self.cfg.tensorboard)
         rows = []
         for epoch in range(self.start_epoch, self.cfg.epochs):
             t0 = time.perf_counter()
@@ -265,29 +264,7 @@ class Refine3DTrainer:
                    "lr": self.optimizer.param_groups[0]["lr"], "samples_per_s": rate, "seconds": time.perf_counter() - t0}
             rows.append(row)
             self._save(epoch, row)
-            self._log(row, writer)
+            log_row(self.out, row, LOG_FIELDS, writer)
         if writer is not None:
             writer.close()
         return rows
-
-    def _tensorboard(self):
-        if not self.cfg.tensorboard:
-            return None
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            return None
-        return SummaryWriter(str(self.out / "tensorboard"))
-
-    def _log(self, row: dict, writer) -> None:
-        path = self.out / "log.csv"
-        new = not path.exists()
-        with path.open("a", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=LOG_FIELDS)
-            if new:
-                w.writeheader()
-            w.writerow(row)
-        print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
-        if writer is not None:
-            for key in LOG_FIELDS[1:]:
-                writer.add_scalar(key, row[key], row["epoch"])

@@ -1,4 +1,4 @@
-"""Resumable training state without pickle: tensors in safetensors, everything else in JSON.
+"""Resumable training state without pickle: tensors in safetensors, everything else in JSON; the run's log.
 
 ``save_state(prefix, ...)`` writes ``prefix.safetensors`` (optimizer tensors, torch RNG) and ``prefix.json``
 (epoch, best metric, optimizer param groups and scalar state, scheduler and AMP scaler state).
@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 from pathlib import Path
@@ -54,3 +55,31 @@ def load_state(prefix: str | Path, optimizer, scheduler, scaler) -> tuple[int, f
     scaler.load_state_dict(meta["scaler"])
     torch.set_rng_state(tensors["rng.torch"])
     return int(meta["epoch"]), meta["best"]
+
+
+def open_tensorboard(out: Path, enabled: bool):
+    """A TensorBoard writer under ``out/tensorboard``; None when off or TensorBoard is not installed."""
+    if not enabled:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(out / "tensorboard"))
+
+
+def log_row(out: Path, row: dict, fields: tuple[str, ...], writer=None) -> None:
+    """One epoch's ``row`` appended to ``out/log.csv`` (header first), printed, and its numbers (all ``fields``
+    but the first, the epoch) added to TensorBoard when ``writer`` is one."""
+    path = out / "log.csv"
+    new = not path.exists()
+    with path.open("a", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=fields)
+        if new:
+            w.writeheader()
+        w.writerow(row)
+    print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
+    if writer is not None:
+        for key in fields[1:]:
+            if row.get(key) is not None:
+                writer.add_scalar(key, row[key], row["epoch"])
