@@ -112,14 +112,15 @@ def teacher_run(args, workdir: Path) -> None:
     clip = workdir / "excerpt.mp4"
     count = cut_video(args.video, clip, args.start, args.stop)
     info = dict(video=str(args.video), frames=f"{args.start}-{args.start + count - 1}", teacher=labels.teacher,
-                machine=machine())
+                flip_test=args.flip_test, machine=machine())
     for model in args.models:
-        offline = predict(model, _video_subset(args.video, set(frames)), [labels.intrinsics] * len(frames))
+        offline = predict(model, _video_subset(args.video, set(frames)), [labels.intrinsics] * len(frames),
+                          flip_test=args.flip_test)
         for record, number in zip(offline, frames):
             record.frame = number
         poses = workdir / f"{Path(model).stem}.jsonl"
         cmd = [sys.executable, "-m", "stream.cli", "video", str(clip), "-o", str(workdir / "out.mp4"), "--poses",
-               str(poses), "--model", model, "--no-progress"]
+               str(poses), "--model", model, "--no-progress"] + (["--flip-test"] if args.flip_test else [])
         if labels.intrinsics:
             cmd += ["--intrinsics", ",".join(f"{v:g}" for v in labels.intrinsics)]
         seconds = _timed(cmd)
