@@ -62,10 +62,15 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def stamped(provenance: dict | None = None) -> dict:
+    """``provenance`` after the code commit and the time it is written (UTC, to the second)."""
+    return {"code_commit": code_commit(), "created": datetime.datetime.now(datetime.timezone.utc).isoformat(
+        timespec="seconds"), **(provenance or {})}
+
+
 def build_manifest(config: ModelConfig, kind: str, provenance: dict | None = None, **extra) -> dict:
     """A manifest dict for ``config`` (``extra`` adds top-level sections such as ``weights`` or ``export``)."""
-    prov = {"code_commit": code_commit(), "created": datetime.datetime.now(datetime.timezone.utc).isoformat(
-        timespec="seconds"), **(provenance or {})}
+    prov = stamped(provenance)
     config = config.resolved()
     return {
         "format": FORMAT, "format_version": FORMAT_VERSION, "kind": kind, "config": config.to_dict(),

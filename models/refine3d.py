@@ -39,7 +39,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from models.checkpoint import code_commit, file_sha256, manifest_path
+from models.checkpoint import file_sha256, manifest_path, stamped, write_manifest
 from models.layouts import get_layout
 
 FORMAT = "posestream.refine3d"
@@ -213,7 +213,6 @@ class Refine3D(nn.Module):
 def save_refine3d(module: Refine3D, path: str | os.PathLike, provenance: dict | None = None,
                   dtype: str = "float32") -> Path:
     """Write the refiner's weights to ``path`` (.safetensors) and its manifest beside it; returns the manifest."""
-    import datetime
 
     from safetensors.torch import save_file
 
@@ -228,17 +227,11 @@ def save_refine3d(module: Refine3D, path: str | os.PathLike, provenance: dict | 
     tmp = path.with_suffix(".safetensors.tmp")
     save_file(tensors, str(tmp), metadata={"format": FORMAT})
     os.replace(tmp, path)
-    prov = {"code_commit": code_commit(), "created": datetime.datetime.now(datetime.timezone.utc).isoformat(
-        timespec="seconds"), **(provenance or {})}
     manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": "refine3d",
                 "config": asdict(module.config), "weights": {"file": path.name, "sha256": file_sha256(path),
                                                             "bytes": path.stat().st_size, "dtype": dtype},
-                "provenance": prov}
-    target = manifest_path(path)
-    tmp = target.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(tmp, target)
-    return target
+                "provenance": stamped(provenance)}
+    return write_manifest(path, manifest)
 
 
 def read_refine3d_manifest(path: str | os.PathLike) -> dict:

@@ -8,6 +8,7 @@ go through the same function, so ``args.persons`` is always the parsed value.
 from __future__ import annotations
 
 import argparse
+import json
 
 
 def _ints(text: str, sep: str, form: str) -> list[int]:
@@ -49,3 +50,14 @@ def seed_list(text: str) -> list[int]:
     if min(values) < 0:
         raise argparse.ArgumentTypeError(f"expected {form}, got {text!r}")
     return values
+
+
+def key_value(text: str) -> tuple[str, object]:
+    """KEY=VALUE with a JSON value (``--codec root_threshold=0.3``, ``--note 'recipe="x.toml"'``)."""
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        raise argparse.ArgumentTypeError(f"{text!r}: the value is not JSON (quote strings: KEY='\"text\"')") from None

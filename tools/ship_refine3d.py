@@ -13,18 +13,11 @@ adapt``) keeps the default's 3D head, so the default's refiner carries over with
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from models.checkpoint import manifest_path
-
-
-def _pair(text: str) -> tuple[str, object]:
-    key, sep, value = text.partition("=")
-    if not sep:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    return key, json.loads(value)
+from tools.cli import key_value
 
 
 def model_file(spec: str) -> Path:
@@ -43,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("refiner", help="a trained refiner .safetensors with its manifest")
     p.add_argument("--model", required=True, help="zoo name or model file (.safetensors, .onnx, .engine)")
     p.add_argument("--dtype", choices=("float16", "float32"), default="float16")
-    p.add_argument("--note", type=_pair, action="append", default=[], metavar="KEY=VALUE",
+    p.add_argument("--note", type=key_value, action="append", default=[], metavar="KEY=VALUE",
                    help="provenance fact (JSON value), e.g. 'recipe=\"configs/refine3d_default.toml\"'")
     args = p.parse_args(argv)
     from models.checkpoint import read_manifest

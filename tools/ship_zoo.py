@@ -11,21 +11,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 from pathlib import Path
 
 from models.checkpoint import load_checkpoint, load_matching, read_manifest, save_checkpoint
 from models.factory import build_model
+from tools.cli import key_value
 
 ZOO = Path(__file__).resolve().parent.parent / "models" / "zoo"
 
-
-def _pair(text: str) -> tuple[str, object]:
-    key, sep, value = text.partition("=")
-    if not sep:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    return key, json.loads(value)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,9 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("checkpoint", help="a trained .safetensors checkpoint with its manifest")
     p.add_argument("--name", required=True, help="zoo name (default = the pipeline's default model)")
     p.add_argument("--dtype", choices=("float16", "float32"), default="float16")
-    p.add_argument("--codec", type=_pair, action="append", default=[], metavar="KEY=VALUE",
+    p.add_argument("--codec", type=key_value, action="append", default=[], metavar="KEY=VALUE",
                    help="override a codec parameter (JSON value), e.g. root_threshold=0.3")
-    p.add_argument("--note", type=_pair, action="append", default=[], metavar="KEY=VALUE",
+    p.add_argument("--note", type=key_value, action="append", default=[], metavar="KEY=VALUE",
                    help='provenance fact (JSON value), e.g. \'training="configs/zoo_default.toml, 52 min"\'')
     args = p.parse_args(argv)
     try:
