@@ -89,13 +89,18 @@ def frame_dealer(ctx: zmq.Context, endpoint: str, identity: str, policy: Policy,
     return sock
 
 
-def pose_pub(ctx: zmq.Context, endpoint: str, policy: Policy, keys: CurveKeys | None = None) -> zmq.Socket:
+def _pub(ctx: zmq.Context, endpoint: str, policy: Policy, hwm: int, keys: CurveKeys | None) -> zmq.Socket:
+    """A bound PUB socket that never waits: past ``hwm`` queued messages per subscriber it drops."""
     sock = _common(ctx.socket(zmq.PUB), policy)
-    sock.setsockopt(zmq.SNDHWM, policy.pub_hwm)
+    sock.setsockopt(zmq.SNDHWM, hwm)
     sock.setsockopt(zmq.LINGER, 0)
     secure_server(sock, keys, endpoint)
     sock.bind(endpoint)
     return sock
+
+
+def pose_pub(ctx: zmq.Context, endpoint: str, policy: Policy, keys: CurveKeys | None = None) -> zmq.Socket:
+    return _pub(ctx, endpoint, policy, policy.pub_hwm, keys)
 
 
 def pose_sub(ctx: zmq.Context, endpoint: str, policy: Policy, limits: Limits, topics=("",),
@@ -112,12 +117,7 @@ def pose_sub(ctx: zmq.Context, endpoint: str, policy: Policy, limits: Limits, to
 
 def view_pub(ctx: zmq.Context, endpoint: str, policy: Policy, keys: CurveKeys | None = None) -> zmq.Socket:
     """Engine side of the poses-with-frames stream for viewers (binds): never waits, drops past ``view_hwm``."""
-    sock = _common(ctx.socket(zmq.PUB), policy)
-    sock.setsockopt(zmq.SNDHWM, policy.view_hwm)
-    sock.setsockopt(zmq.LINGER, 0)
-    secure_server(sock, keys, endpoint)
-    sock.bind(endpoint)
-    return sock
+    return _pub(ctx, endpoint, policy, policy.view_hwm, keys)
 
 
 def view_sub(ctx: zmq.Context, endpoint: str, policy: Policy, limits: Limits, topics=("",),
