@@ -3,8 +3,8 @@
 Specs (docs/interfaces.md): ``NAME`` (zoo model ``models/zoo/NAME.safetensors`` + ``.json``, else a user's model
 ``user_models_dir()/NAME.safetensors``, e.g. one made by ``posestream adapt``),
 ``PATH.safetensors`` (checkpoint + manifest beside it), ``PATH.onnx`` (manifest ``PATH.onnx.json`` beside it),
-``PATH.engine`` (TensorRT plan + manifest), ``random:NAME`` (``models.build_model(NAME)``, random weights:
-warns), or a ``torch.nn.Module`` with ``.config`` (a ``ModelConfig``) for code that built its own.
+``PATH.engine`` (TensorRT plan + manifest), ``random:NAME`` (``models.build_model(NAME)``, random weights
+drawn from ``RANDOM_SEED``, so every process builds the same network: warns), or a ``torch.nn.Module`` with ``.config`` (a ``ModelConfig``) for code that built its own.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ from models.checkpoint import load_checkpoint, manifest_config, read_manifest
 from models.config import ModelConfig
 
 BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
+
+RANDOM_SEED = 0  # random:NAME weights: one network everywhere (tests compare processes and runs)
 
 
 @dataclass
@@ -107,7 +109,9 @@ def resolve_model(spec: str | nn.Module, **overrides) -> LoadedModel:
     if spec.startswith("random:"):
         name = spec.split(":", 1)[1]
         warnings.warn(f"model {spec}: random weights (for plumbing and benchmarks only)", stacklevel=3)
-        module = models.build_model(name, **overrides).eval()
+        with torch.random.fork_rng(devices=[]):  # the same network in every process, the caller's RNG untouched
+            torch.manual_seed(RANDOM_SEED)
+            module = models.build_model(name, **overrides).eval()
         return LoadedModel(spec, module.config, "module", module=module)
     path = Path(spec)
     suffix = path.suffix.lower()
