@@ -50,15 +50,22 @@ GROUPS = (4, 3)
 
 def _window(lo: np.ndarray, hi: np.ndarray, sigma: float, n: int) -> tuple[np.ndarray, np.ndarray]:
     """PYSKL's window on one axis for items spanning lo..hi (float32 [I]): start and width (int32 [I]; a width
-    <= 0 means the window misses the map)."""
-    lim = 2.0**40  # any window beyond +-2^40 px is clipped to the map alike; the casts below then cannot overflow
-    start = np.clip(lo - 3 * sigma, -lim, lim).astype(np.int64)  # truncation toward zero, as int()
-    np.clip(start, 0, n, out=start)
-    end = np.clip(hi + 3 * sigma, -lim, lim).astype(np.int64)
+    <= 0 means the window misses the map).
+
+    ``int(x)`` truncates toward zero, so clipping x to [0, n] before truncating gives PYSKL's ``max(int(x), 0)``
+    clipped to n; the end is clipped to [-2, n + 2] first, where every value beyond acts alike, so that the cast
+    cannot overflow."""
+    start = lo - 3 * sigma
+    np.maximum(start, 0, out=start)
+    np.minimum(start, n, out=start)
+    end = hi + 3 * sigma
+    np.maximum(end, -2, out=end)
+    np.minimum(end, n + 2, out=end)
+    start, end = start.astype(np.int32), end.astype(np.int32)
     end += 1
     np.minimum(end, n, out=end)
     end -= start
-    return start.astype(np.int32), end.astype(np.int32)
+    return start, end
 
 
 def _grid(start, width, n, stride):
@@ -187,9 +194,10 @@ def _splat_segments(out, base, a, b, value, size, sigma: float, splits=GROUPS) -
     idx = idx[order]
     g = _LimbGrids(base[idx], a[idx], b[idx], x0[idx], wx[idx], y0[idx], wy[idx], size, sigma)
     log_value = np.log(value[idx])
-    for lo, hi in ranges:
+    lows = [lo for lo, _ in ranges]
+    widest = zip(np.maximum.reduceat(g.long, lows).tolist(), np.maximum.reduceat(g.short, lows).tolist())
+    for (lo, hi), (n1, n2) in zip(ranges, widest):
         s = slice(lo, hi)
-        n1, n2 = int(g.long[s].max()), int(g.short[s].max())
         u = np.add(g.u1[:n1, None, s], g.u2[None, :n2, s])    # [B1,B2,S]
         t = np.minimum(u, g.half[s])
         np.maximum(t, g.neg_half[s], out=t)

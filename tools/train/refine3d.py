@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -51,17 +51,11 @@ LOG_FIELDS = ("epoch", "train_loss", "val_mpjpe_mm", "val_pa_mpjpe_mm", "val_pck
 
 @dataclass
 class Refine3DParams:
-    """The ``[refine3d]`` section: data, network shape and augmentation (see the module docstring)."""
+    """The ``[refine3d]`` section: data and augmentation (see the module docstring), and the network's shape and
+    input convention: the section's keys that are :class:`Refine3DConfig` fields (layout, width, blocks, ...)."""
 
     data: str = "runs/refine3d_data/train"
     val_data: str = "runs/refine3d_data/val"
-    layout: str = "panoptic19"
-    width: int = 512
-    blocks: int = 2
-    dropout: float = 0.25
-    min_score: float = 0.1
-    root_depth: bool = False
-    scores: bool = True
     root_weight: float = 1.0
     bone_weight: float = 0.0
     noisy_share: float = 0.5
@@ -70,20 +64,20 @@ class Refine3DParams:
     rotate_real_deg: float = 20.0
     rotate_poses_deg: float = 180.0
     drop_joints: float = 0.05
+    model: Refine3DConfig = field(default_factory=Refine3DConfig)
 
     @classmethod
     def from_dict(cls, data: dict) -> Refine3DParams:
-        unknown = sorted(set(data) - {f.name for f in fields(cls)})
+        own = {f.name for f in fields(cls)} - {"model"}
+        net = {f.name for f in fields(Refine3DConfig)}
+        unknown = sorted(set(data) - own - net)
         if unknown:
             raise ValueError(f"train config: unknown keys {unknown} in [refine3d]")
-        params = cls(**data)
+        model = Refine3DConfig.from_dict({k: v for k, v in data.items() if k in net}, "train config [refine3d]")
+        params = cls(**{k: v for k, v in data.items() if k in own}, model=model)
         if not 0.0 <= params.noisy_share < 1.0:
             raise ValueError(f"train config: refine3d.noisy_share must be in [0, 1), got {params.noisy_share}")
         return params
-
-    def model_config(self) -> Refine3DConfig:
-        return Refine3DConfig(layout=self.layout, width=self.width, blocks=self.blocks, dropout=self.dropout,
-                              min_score=self.min_score, root_depth=self.root_depth, scores=self.scores)
 
 
 def _real(folder: str, max_match: float | None) -> dict[str, torch.Tensor]:
@@ -103,10 +97,10 @@ class Refine3DTrainer:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         torch.manual_seed(cfg.seed)
         self.rng = np.random.default_rng([cfg.seed, 23])
-        self.layout = get_layout(self.params.layout)
-        self.flip_index, self.root_joints = layout_facts(self.params.layout)
+        self.layout = get_layout(self.params.model.layout)
+        self.flip_index, self.root_joints = layout_facts(self.params.model.layout)
         self.bones = [list(side) for side in zip(*self.layout.bones)]
-        self.model = Refine3D(self.params.model_config())
+        self.model = Refine3D(self.params.model)
         if cfg.init:
             start = load_refine3d(cfg.init)
             if start.config != self.model.config:
@@ -173,7 +167,7 @@ class Refine3DTrainer:
             valid = self.model.valid(pred, score)
             filled = (~(valid[:, a] & valid[:, b])).float()
             loss = loss + self.params.bone_weight * ((bones(rel) - bones(gt)).abs() * filled).mean()
-        if self.params.root_depth:
+        if self.params.model.root_depth:
             ratio = root[:, 2].clamp_min(1.0) / gr[:, 2].clamp_min(1.0)
             loss = loss + self.params.root_weight * 1000.0 * ratio.log().abs().mean()
         return loss
