@@ -56,6 +56,12 @@ def test_poses_round_trip_with_and_without_frame(with_3d):
     assert with_frame.frame == frame and with_frame.image.shape == (96, 128, 3)
     record = wire.to_record(msg)
     assert record.frame == 7 and record.latency_ms == pytest.approx(2.5) and record.pts == 3003
+    if with_3d:  # a subscriber can put the 3D back on the image: the camera it was computed with comes along
+        fx, fy, cx, cy = msg.intrinsics
+        assert record.intrinsics == {"fx": fx, "fy": fy, "cx": cx, "cy": cy} and fx > 0
+        assert record.to_json()["intrinsics"] == record.intrinsics
+    else:
+        assert record.intrinsics is None and "intrinsics" not in record.to_json()
 
 
 @pytest.mark.parametrize("msg", [
