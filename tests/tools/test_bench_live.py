@@ -44,3 +44,29 @@ def test_live_and_per_clip_report_each_clip_and_the_worst(tmp_path, capsys):
     assert 0 < published["value"] <= 1 and set(published["per_clip"]) == {"3", "4"}
     if published["value"] == 1:  # nothing dropped: the two live scorings agree
         assert rows["live_miss_pckh@0.5"]["value"] == rows["live_hold_pckh@0.5"]["value"]
+
+
+def test_no_refine3d_reaches_the_live_run(tmp_path):
+    """``--no-refine3d`` scores the first stage's own 3D in the live flow too, not only offline."""
+    import numpy as np
+
+    from stream.posefile import read_pose_file
+    from tools.bench._live import run_live
+    from tools.demo import make_sample
+    from tools.evaluate import _intrinsics, _video_frames, predict
+
+    video, gt_file = make_sample(tmp_path, 5, 6, (2, 2), "panoptic19", size=(320, 240))
+    cams = _intrinsics(list(read_pose_file(gt_file)))
+    plain = predict("default", _video_frames(video), cams, refine3d=False)
+    refined = predict("default", _video_frames(video), cams, refine3d=True)
+    records, _ = run_live("default", video, gt_file, tmp_path, refine3d=False)
+    to_plain, to_refined = [], []
+    for r in records:  # each live person against the nearest person of the same frame run offline each way
+        for xy, xyz in zip(r.poses.xy, r.poses.xyz):
+            for runs, out in ((plain, to_plain), (refined, to_refined)):
+                other = runs[r.frame].poses
+                near = int(np.abs(other.xy - xy).sum((1, 2)).argmin())
+                out.append(np.linalg.norm(xyz - other.xyz[near], axis=-1).mean())
+    assert to_plain, "the live run published poses"
+    # the pipeline decodes frames its own way (a few mm of 3D apart); the refiner moves joints by tens of mm
+    assert np.mean(to_plain) * 3 < np.mean(to_refined), (np.mean(to_plain), np.mean(to_refined))

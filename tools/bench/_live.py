@@ -42,12 +42,13 @@ def hold_last(records: list[PoseRecord], frames: int) -> list[PoseRecord]:
     return out
 
 
-def run_live(model: str, video: Path, gt_file: Path, workdir: Path, flip_test: bool = False) -> tuple[list, dict]:
+def run_live(model: str, video: Path, gt_file: Path, workdir: Path, flip_test: bool = False,
+             refine3d: bool = True) -> tuple[list, dict]:
     """The clip through ``posestream run --realtime``: (its pose records, the run's closing summary)."""
     poses = workdir / "live.jsonl"
     cmd = [sys.executable, "-m", "stream.cli", "run", "--source", str(video), "--realtime", "--poses", str(poses),
            "--model", model, "--no-progress", "--intrinsics", clip_intrinsics(gt_file)]
-    cmd += ["--flip-test"] if flip_test else []
+    cmd += (["--flip-test"] if flip_test else []) + ([] if refine3d else ["--no-refine3d"])
     proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"posestream run on {video} exited {proc.returncode}: {proc.stderr.strip()[-2000:]}")
@@ -66,7 +67,7 @@ def _key_metric(summary: dict) -> tuple[str, float]:
 
 
 def score_clips(model: str, layout: str, seeds: list[int], frames: int, persons: tuple[int, int], workdir: Path,
-                live: bool, flip_test: bool = False, log=None) -> dict:
+                live: bool, flip_test: bool = False, log=None, refine3d: bool = True) -> dict:
     """{mode: {"pooled": summary, "clips": {seed: summary}}} for offline and, with ``live``, live_miss / live_hold;
     plus "published": {seed: share of frames the live flow published}."""
     modes = ("offline", "live_miss", "live_hold") if live else ("offline",)
@@ -78,9 +79,10 @@ def score_clips(model: str, layout: str, seeds: list[int], frames: int, persons:
         clip.mkdir(parents=True, exist_ok=True)
         video, gt_file = make_sample(clip, seed, frames, persons, layout)
         gt = list(read_pose_file(gt_file))
-        got = {"offline": predict(model, _video_frames(video), _intrinsics(gt), flip_test=flip_test)}
+        got = {"offline": predict(model, _video_frames(video), _intrinsics(gt), flip_test=flip_test,
+                                  refine3d=refine3d)}
         if live:
-            records, _summary = run_live(model, video, gt_file, clip, flip_test)
+            records, _summary = run_live(model, video, gt_file, clip, flip_test, refine3d)
             got["live_miss"], got["live_hold"] = records, hold_last(records, len(gt))
             out["published"][seed] = len({r.frame for r in records}) / len(gt)
         gts += _renumber(gt, n * frames)
@@ -124,11 +126,15 @@ def run_clips(args) -> int:
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="posestream-acc-") as tmp:
         results = score_clips(args.model, args.layout, args.seeds, args.frames, args.persons, Path(tmp), args.live,
-                              args.flip_test, log=lambda text: print(text, file=sys.stderr, flush=True))
+                              args.flip_test, log=lambda text: print(text, file=sys.stderr, flush=True),
+                              refine3d=not args.no_refine3d)
     seeds = args.seeds
     text = f"{seeds[0]}-{seeds[-1]}" if len(seeds) > 2 and seeds == list(range(seeds[0], seeds[-1] + 1)) \
         else ",".join(map(str, seeds))
-    info = dict(model=args.model, layout=args.layout, seeds=text, flip_test=args.flip_test, machine=machine(),
+    from tools.bench.accuracy import refiner_name
+
+    info = dict(model=args.model, layout=args.layout, seeds=text, flip_test=args.flip_test,
+                refine3d=refiner_name(args.model, not args.no_refine3d), machine=machine(),
                 load_avg=[round(x, 2) for x in (*load_before[:1], *os.getloadavg()[:1])])
     report(results, info)
     return 0

@@ -114,13 +114,15 @@ def teacher_run(args, workdir: Path) -> None:
     info = dict(video=str(args.video), frames=f"{args.start}-{args.start + count - 1}", teacher=labels.teacher,
                 flip_test=args.flip_test, machine=machine())
     for model in args.models:
+        info["refine3d"] = refiner_name(model, not args.no_refine3d)
         offline = predict(model, _video_subset(args.video, set(frames)), [labels.intrinsics] * len(frames),
-                          flip_test=args.flip_test)
+                          flip_test=args.flip_test, refine3d=not args.no_refine3d)
         for record, number in zip(offline, frames):
             record.frame = number
         poses = workdir / f"{Path(model).stem}.jsonl"
         cmd = [sys.executable, "-m", "stream.cli", "video", str(clip), "-o", str(workdir / "out.mp4"), "--poses",
-               str(poses), "--model", model, "--no-progress"] + (["--flip-test"] if args.flip_test else [])
+               str(poses), "--model", model, "--no-progress"] + (["--flip-test"] if args.flip_test else []) \
+            + (["--no-refine3d"] if args.no_refine3d else [])
         if labels.intrinsics:
             cmd += ["--intrinsics", ",".join(f"{v:g}" for v in labels.intrinsics)]
         seconds = _timed(cmd)
@@ -225,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stop", type=int, help="--ref: frames from here on are not scored")
     p.add_argument("--teacher-fps", action="store_true", help="--ref: also time the teacher pipeline on the excerpt")
     p.add_argument("--no-refine3d", action="store_true",
-                   help="clips: without the 3D refiner the model's manifest names (the first stage's own 3D)")
+                   help="without the 3D refiner the model's manifest names (the first stage's own 3D; offline, "
+                     "through the pipeline, --live and --ref alike)")
     args = p.parse_args(argv)
     args.models, args.model = args.model or ["default"], (args.model or ["default"])[0]
     if args.ref is not None:
