@@ -26,7 +26,13 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
 
 class SourceError(RuntimeError):
-    """A source that cannot be opened; the message is one line naming it."""
+    """A source that cannot be opened; the message is one line naming it. ``lasting``: trying again will not help
+    (a missing file, an HTTP 4xx answer, a stream without video) rather than a server or network that may come
+    back."""
+
+    def __init__(self, message: str, lasting: bool = True):
+        super().__init__(message)
+        self.lasting = lasting
 
 
 @dataclass
@@ -184,7 +190,9 @@ class NetworkStream(Source):
 
     A lost connection is reopened after an exponential back-off (``backoff_s``, doubling up to 8 s), at most
     ``reconnect`` times in a row (a decoded frame resets the count); then ``error`` gives the reason and
-    ``gave_up`` is set (``posestream capture`` exits 2). A finite source (a file URL: its duration is known) is
+    ``gave_up`` is set (``posestream capture`` exits 2). The first connection is tried as often, so a camera or
+    server that is still starting is waited for; an answer that will not change (HTTP 4xx but 429, a stream
+    without video) raises :class:`SourceError` at once, as does the last failed try. A finite source (a file URL: its duration is known) is
     never replayed: after a reconnect it seeks back to its last delivered frame and skips what was delivered;
     where the server does not allow that (no range requests), it ends with ``error`` set (exit 3). A live stream
     (no duration) simply continues with whatever the server sends.
@@ -200,8 +208,21 @@ class NetworkStream(Source):
         self.gave_up = False
         self.reconnects = 0                       # reopened connections, for the record
         self._closing = threading.Event()
-        self.container = self._open()
+        self.container = self._open_first()
         self.finite = bool(self.container.duration)
+
+    def _open_first(self):
+        attempt = 1
+        while True:
+            try:
+                return self._open()
+            except SourceError as err:
+                if err.lasting or attempt > self.reconnect:
+                    raise (SourceError(f"{err}, {attempt} tries") if attempt > 1 else err) from None
+                delay = min(self.backoff_s * 2 ** (attempt - 1), 8.0)
+                log.warning("%s; trying again in %.1f s (try %d of %d)", err, delay, attempt, self.reconnect)
+                self._closing.wait(delay)
+                attempt += 1
 
     def _open(self):
         import av
@@ -210,7 +231,8 @@ class NetworkStream(Source):
         try:
             container = av.open(self.name, options=options, timeout=(5.0, 5.0))
         except (av.error.FFmpegError, OSError) as err:
-            raise SourceError(f"{self.name}: cannot open stream ({err})") from None
+            lasting = isinstance(err, av.error.HTTPClientError) and not isinstance(err, av.error.HTTPTooManyRequestsError)
+            raise SourceError(f"{self.name}: cannot open stream ({err})", lasting=lasting) from None
         if not container.streams.video:
             container.close()
             raise SourceError(f"{self.name}: no video stream")

@@ -93,7 +93,8 @@ def add_model(parser: argparse.ArgumentParser) -> None:
 
 def add_reconnect(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reconnect", type=_tries, default=5, metavar="N",
-                        help="a URL source whose connection is lost is reopened up to N times in a row, with "
+                        help="a URL source whose connection is lost or cannot be made yet (refused, timed out, "
+                             "HTTP 5xx) is tried again up to N times in a row, with "
                              "back-off from 0.5 s doubling to 8 s, then the run ends with exit 2 (default 5); a file "
                              "URL resumes where it stopped, or ends with exit 3 where the server cannot resume it")
 

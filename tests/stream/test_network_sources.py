@@ -177,6 +177,23 @@ def test_a_url_that_cannot_be_opened_is_a_clear_error_at_once(served):
     server = served(script=[("status", 404)])
     with pytest.raises(SourceError, match="cannot open stream"):
         open_source(server.url("missing.mkv"))
+    assert len(server.requests) == 1, "a 404 will not change: no retry"
+
+
+def test_a_server_still_starting_is_waited_for_at_the_first_connection(tmp_path, served):
+    pts = noisy_video(tmp_path / "clip.mkv")
+    server = served(script=[("status", 503), ("status", 503)])
+    source = NetworkStream(server.url("clip.mkv"), reconnect=2, backoff_s=0.01)
+    got = [f.pts for f in source.frames()]
+    source.close()
+    assert got == pts and source.error is None
+
+
+def test_a_server_that_stays_unavailable_fails_after_the_tries_with_the_reason(served):
+    server = served(script=[("status", 503)] * 3)
+    with pytest.raises(SourceError, match="cannot open stream .*, 3 tries"):
+        NetworkStream(server.url("clip.mkv"), reconnect=2, backoff_s=0.01)
+    assert len(server.requests) == 3
 
 
 def _capture(url: str, ipc, *extra: str):
