@@ -41,10 +41,19 @@ def _point(xy: np.ndarray, bound: int) -> tuple[int, int]:
     return tuple(int(round(v)) for v in np.clip(xy, -bound, bound))
 
 
+def _pen(xy: np.ndarray, drawn: np.ndarray, thick: int) -> tuple[int, int]:
+    """(bone width, joint dot radius) in px for a person whose drawn joints span ``xy[drawn]``: the frame's
+    ``thick`` for people of about 160 px and more, thinner for smaller ones (a few px at 60 px), so that the
+    skeletons of people far away do not hide them."""
+    extent = float(np.ptp(xy[drawn], axis=0).max()) if drawn.sum() > 1 else 0.0
+    return int(np.clip(round(extent / 60), 1, thick + 1)), int(np.clip(round(extent / 40), 2, thick + 2))
+
+
 def draw_poses(image: np.ndarray, poses, min_score: float = 0.05, faint_below: float = 0.3) -> np.ndarray:
     """Draw ``poses`` (engine.results.Poses, frame pixels) on ``image`` (BGR [H, W, 3] uint8, in place).
-    Bones use the layout's colours, or one colour per track id when tracking; low scores are drawn faint.
-    Joints that are not finite are skipped; points far outside the image are clipped before drawing."""
+    Bones use the layout's colours, or one colour per track id when tracking; low scores are drawn faint; bones
+    and joint dots are thinner on small people (:func:`_pen`). Joints that are not finite are skipped; points far
+    outside the image are clipped before drawing."""
     layout = get_layout(poses.layout)
     if len(poses) == 0:
         return image
@@ -53,22 +62,23 @@ def draw_poses(image: np.ndarray, poses, min_score: float = 0.05, faint_below: f
     bound = 4 * max(image.shape[:2])
     for i in range(len(poses)):
         xy, score, track = poses.xy[i], poses.score[i], int(poses.track_id[i])
+        width, radius = _pen(xy, (score >= min_score) & np.isfinite(xy).all(-1), thick)
         for (a, b), color in zip(layout.bones, layout.bone_colors):
             s = min(score[a], score[b])
             if not s >= min_score or not np.isfinite(xy[[a, b]]).all():
                 continue
             color = TRACK_COLORS[track % len(TRACK_COLORS)] if track >= 0 else color
             pa, pb = _point(xy[a], bound), _point(xy[b], bound)
-            cv2.line(faint if s < faint_below else image, pa, pb, color, thick + 1, cv2.LINE_AA)
+            cv2.line(faint if s < faint_below else image, pa, pb, color, width, cv2.LINE_AA)
             if s < faint_below:
-                cv2.line(faint_mask, pa, pb, 255, thick + 1)
+                cv2.line(faint_mask, pa, pb, 255, width)
         for j in range(layout.num_joints):
             if score[j] >= min_score and np.isfinite(xy[j]).all():
                 centre = _point(xy[j], bound)
                 low = score[j] < faint_below
-                cv2.circle(faint if low else image, centre, thick + 2, (255, 255, 255), -1, cv2.LINE_AA)
+                cv2.circle(faint if low else image, centre, radius, (255, 255, 255), -1, cv2.LINE_AA)
                 if low:
-                    cv2.circle(faint_mask, centre, thick + 2, 255, -1)
+                    cv2.circle(faint_mask, centre, radius, 255, -1)
     mask = faint_mask > 0
     image[mask] = (0.35 * faint[mask] + 0.65 * image[mask]).astype(np.uint8)
     return image
