@@ -58,7 +58,7 @@ def headline(summary: dict) -> dict:
     out = {"frames": summary["frames"], "people": summary["gt_persons"]}
     if "oks" in summary:
         out["oks_ap"] = round(summary["oks"]["AP"], 4)
-    for key in ("mpjpe_mm", "pa_mpjpe_mm", "pck3d@150mm", "pckh@0.5"):
+    for key in ("mpjpe_mm", "pa_mpjpe_mm", "mpjpe_image_plane_mm", "pck3d@150mm", "pckh@0.5"):
         if key in summary:
             out[key] = round(summary[key], 4)
     out["joint_f1"] = round(summary["joints"]["f1"], 4)

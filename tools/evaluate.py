@@ -135,6 +135,7 @@ class Accumulator:
             out["pck3d@150mm"] = M.pck3d(r["pred3"], r["gt3"], r["ok3"], 150.0, self.layout)
             where = M.mpjpe_breakdown(r["pred3"], r["gt3"], r["ok3"], self.layout)
             out["mpjpe_per_axis_mm"] = where["per_axis"]
+            out["mpjpe_image_plane_mm"] = where["image_plane"]
             out["mpjpe_per_joint_mm"] = self._by_joint(where["per_joint"])
         for key, unit in (("2d", "px"), ("3d", "mm")):  # 3D root-relative, as MPJPE
             accel = M.accel_error(self.motion[key])

@@ -101,8 +101,10 @@ def procrustes(source: np.ndarray, target: np.ndarray) -> np.ndarray:
 
 
 def mpjpe_breakdown(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray, layout: Layout) -> dict:
-    """Where the root-relative 3D error lies: ``per_joint`` (mm, [K], NaN where a joint is never masked in)
-    and ``per_axis`` (mean absolute error in mm along x, y and z: image right, image down, depth)."""
+    """Where the root-relative 3D error lies: ``per_joint`` (mm, [K], NaN where a joint is never masked in),
+    ``per_axis`` (mean absolute error in mm along x, y and z: image right, image down, depth) and ``image_plane``
+    (the MPJPE of x and y alone: what would be left with every depth right, a floor no depth correction
+    lowers)."""
     pred, gt = _relative(pred, gt, layout)
     mask = np.asarray(mask, bool)
     err = np.where(mask[..., None], pred - gt, np.nan)
@@ -110,7 +112,8 @@ def mpjpe_breakdown(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray, layout: 
         warnings.simplefilter("ignore", RuntimeWarning)  # "mean of empty slice": a joint never masked in
         per_joint = np.nanmean(np.linalg.norm(err, axis=-1), axis=0)
         per_axis = np.nanmean(np.abs(err).reshape(-1, 3), axis=0)
-    return {"per_joint": per_joint, "per_axis": dict(zip("xyz", per_axis.tolist()))}
+        plane = np.nanmean(np.linalg.norm(err[..., :2], axis=-1)) if mask.any() else float("nan")
+    return {"per_joint": per_joint, "per_axis": dict(zip("xyz", per_axis.tolist())), "image_plane": float(plane)}
 
 
 def pck3d(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray, threshold: float = 150.0,

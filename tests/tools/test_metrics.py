@@ -61,6 +61,9 @@ def test_mpjpe_and_pck3d():
     where = M.mpjpe_breakdown(bent, gt, mask, PANOPTIC19)
     assert where["per_joint"][5] == pytest.approx(300.0) and np.delete(where["per_joint"], 5) == pytest.approx(0.0)
     assert where["per_axis"] == pytest.approx({"x": 0.0, "y": 0.0, "z": 300.0 / 19})
+    assert where["image_plane"] == pytest.approx(0.0), "a depth error alone leaves nothing in the image plane"
+    bent[:, 6] += [30.0, 40.0, 0.0]
+    assert M.mpjpe_breakdown(bent, gt, mask, PANOPTIC19)["image_plane"] == pytest.approx(50.0 / 19)
     mask[:, 7] = False  # a joint never labelled: NaN, not zero
     assert np.isnan(M.mpjpe_breakdown(shifted, gt, mask, PANOPTIC19)["per_joint"][7])
 

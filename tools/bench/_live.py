@@ -113,7 +113,7 @@ def report(results: dict, info: dict) -> None:
             extra = {"clip_mean": round(sum(values.values()) / len(values), 4), "per_clip": values}
             if name == key:
                 extra.update(worst_clip=worst, worst_value=values[worst])
-            emit("accuracy", f"{mode}_{name}", value, "mm" if name == "mpjpe_mm" else "fraction",
+            emit("accuracy", f"{mode}_{name}", value, "mm" if name.endswith("_mm") else "fraction",
                  frames=pooled["frames"], people=pooled["gt_persons"], **extra, **info)
     if results.get("published"):
         shares = results["published"]

@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
             summary = evaluate(predict(str(path), frames, _intrinsics(gts), "onnxruntime"), gts)
             for name, value in headline(summary).items():
                 if name not in ("frames", "people"):
-                    emit("quant", f"{k} {name}", value, "mm" if name == "mpjpe_mm" else "fraction",
+                    emit("quant", f"{k} {name}", value, "mm" if name.endswith("_mm") else "fraction",
                          eval_seed=args.eval_seed, **info)
     except ValueError as err:
         print(f"tools.bench quant: {err}", file=sys.stderr)
