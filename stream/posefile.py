@@ -101,6 +101,11 @@ FORMAT = "posestream.poses"
 FORMAT_VERSION = 1
 
 
+def camera_json(intrinsics: tuple[float, float, float, float] | None) -> dict[str, float] | None:
+    """``{"fx", "fy", "cx", "cy"}`` of a camera (fx, fy, cx, cy), as pose files and records carry it, or None."""
+    return None if intrinsics is None else dict(zip(("fx", "fy", "cx", "cy"), map(float, intrinsics)))
+
+
 def make_header(*, stream: str, model_id: str, layout: str, width: int, height: int,
                 intrinsics: tuple[float, float, float, float] | None) -> dict:
     """The header object of a pose file (see the module docstring)."""
@@ -108,7 +113,7 @@ def make_header(*, stream: str, model_id: str, layout: str, width: int, height: 
 
     return {"kind": "header", "format": FORMAT, "version": FORMAT_VERSION, "stream": stream, "model_id": model_id,
             "layout": layout, "joints": list(get_layout(layout).names), "width": int(width), "height": int(height),
-            "intrinsics": None if intrinsics is None else dict(zip(("fx", "fy", "cx", "cy"), map(float, intrinsics)))}
+            "intrinsics": camera_json(intrinsics)}
 
 
 def is_header(obj) -> bool:

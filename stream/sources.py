@@ -192,10 +192,10 @@ class NetworkStream(Source):
     ``reconnect`` times in a row (a decoded frame resets the count); then ``error`` gives the reason and
     ``gave_up`` is set (``posestream capture`` exits 2). The first connection is tried as often, so a camera or
     server that is still starting is waited for; an answer that will not change (HTTP 4xx but 429, a stream
-    without video) raises :class:`SourceError` at once, as does the last failed try. A finite source (a file URL: its duration is known) is
-    never replayed: after a reconnect it seeks back to its last delivered frame and skips what was delivered;
-    where the server does not allow that (no range requests), it ends with ``error`` set (exit 3). A live stream
-    (no duration) simply continues with whatever the server sends.
+    without video) raises :class:`SourceError` at once, as does the last failed try. A finite source (a file URL:
+    its duration is known) is never replayed: after a reconnect it seeks back to its last delivered frame and
+    skips what was delivered; where the server does not allow that (no range requests), it ends with ``error``
+    set (exit 3). A live stream (no duration) simply continues with whatever the server sends.
     """
 
     live = True
@@ -219,10 +219,14 @@ class NetworkStream(Source):
             except SourceError as err:
                 if err.lasting or attempt > self.reconnect:
                     raise (SourceError(f"{err}, {attempt} tries") if attempt > 1 else err) from None
-                delay = min(self.backoff_s * 2 ** (attempt - 1), 8.0)
+                delay = self._backoff(attempt)
                 log.warning("%s; trying again in %.1f s (try %d of %d)", err, delay, attempt, self.reconnect)
                 self._closing.wait(delay)
                 attempt += 1
+
+    def _backoff(self, attempt: int) -> float:
+        """Seconds to wait before try ``attempt`` (1, 2, ...): ``backoff_s`` doubling, at most 8 s."""
+        return min(self.backoff_s * 2 ** (attempt - 1), 8.0)
 
     def _open(self):
         import av
@@ -323,7 +327,7 @@ class NetworkStream(Source):
                     if self.finite and not count else ""
                 self.error = f"{self.name}: gave up after {self.reconnect} reconnects ({reason}){hint}"
                 return None
-            delay = min(self.backoff_s * 2 ** (attempt - 1), 8.0)
+            delay = self._backoff(attempt)
             log.warning("%s: stream error (%s); reconnecting in %.1f s (try %d of %d)", self.name, reason, delay,
                         attempt, self.reconnect)
             if self._closing.wait(delay):

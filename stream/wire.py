@@ -575,8 +575,8 @@ def unpack_poses(msg: Poses):
 def to_record(msg: Poses):
     """The pose-file record (``stream.posefile.PoseRecord``) of a wire ``Poses``; latency is capture -> publish;
     the camera the 3D was computed with (1.1) comes along as the record's ``intrinsics``."""
-    from stream.posefile import PoseRecord
+    from stream.posefile import PoseRecord, camera_json
 
-    cam = None if msg.intrinsics is None else dict(zip(("fx", "fy", "cx", "cy"), map(float, msg.intrinsics)))
     return PoseRecord(stream=msg.stream, frame=msg.seq, layout=msg.layout, poses=unpack_poses(msg), pts=msg.pts,
-                      capture_ns=msg.capture_ns, latency_ms=(msg.publish_ns - msg.capture_ns) / 1e6, intrinsics=cam)
+                      capture_ns=msg.capture_ns, latency_ms=(msg.publish_ns - msg.capture_ns) / 1e6,
+                      intrinsics=camera_json(msg.intrinsics))

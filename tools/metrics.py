@@ -112,7 +112,7 @@ def mpjpe_breakdown(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray, layout: 
         warnings.simplefilter("ignore", RuntimeWarning)  # "mean of empty slice": a joint never masked in
         per_joint = np.nanmean(np.linalg.norm(err, axis=-1), axis=0)
         per_axis = np.nanmean(np.abs(err).reshape(-1, 3), axis=0)
-        plane = np.nanmean(np.linalg.norm(err[..., :2], axis=-1)) if mask.any() else float("nan")
+        plane = np.nanmean(np.linalg.norm(err[..., :2], axis=-1))
     return {"per_joint": per_joint, "per_axis": dict(zip("xyz", per_axis.tolist())), "image_plane": float(plane)}
 
 

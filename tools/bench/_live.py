@@ -25,6 +25,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from stream.posefile import PoseRecord, read_pose_file
+from tools.bench.accuracy import _seed_text, refiner_name
 from tools.bench.common import emit, machine
 from tools.demo import clip_intrinsics, headline, make_sample
 from tools.evaluate import _intrinsics, _video_frames, evaluate, predict
@@ -128,12 +129,7 @@ def run_clips(args) -> int:
         results = score_clips(args.model, args.layout, args.seeds, args.frames, args.persons, Path(tmp), args.live,
                               args.flip_test, log=lambda text: print(text, file=sys.stderr, flush=True),
                               refine3d=not args.no_refine3d)
-    seeds = args.seeds
-    text = f"{seeds[0]}-{seeds[-1]}" if len(seeds) > 2 and seeds == list(range(seeds[0], seeds[-1] + 1)) \
-        else ",".join(map(str, seeds))
-    from tools.bench.accuracy import refiner_name
-
-    info = dict(model=args.model, layout=args.layout, seeds=text, flip_test=args.flip_test,
+    info = dict(model=args.model, layout=args.layout, seeds=_seed_text(args.seeds), flip_test=args.flip_test,
                 refine3d=refiner_name(args.model, not args.no_refine3d), machine=machine(),
                 load_avg=[round(x, 2) for x in (*load_before[:1], *os.getloadavg()[:1])])
     report(results, info)
